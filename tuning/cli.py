@@ -1,0 +1,335 @@
+"""The ``tuning`` command: the only module that prints or knows about click.
+
+Library errors (``ToolkitError``) become one-line ``Error: ...`` messages with exit code 1 here, and nowhere
+else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import click
+
+from tuning.errors import ToolkitError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter hides real output
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into click's one-line ``Error:`` and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ToolkitError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--study", "study", required=True, metavar="NAME|DIR",
+                        help="Study name (runs/NAME) or folder.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tuning")
+def cli() -> None:
+    """Search CNN hyperparameters on a few thousand images, retrain the best, test it and ship it."""
+
+
+# ----- data ----------------------------------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Make and prepare datasets (datasets/<name>/raw/<class>/...)."""
+
+
+@data.command("demo")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("datasets/demo"), show_default=True)
+@click.option("--per-class", type=int, default=300, show_default=True)
+@click.option("--size", type=int, default=128, show_default=True, help="Short side of the images in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
+    """Generate the built-in three-class demo set (Action, Romance, Anime) under OUT/raw/."""
+    from tuning.data.demo import make_demo
+
+    start = time.perf_counter()
+    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed)
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    click.echo(f"Wrote {sum(result.counts.values())} images ({counts}) to {result.out} "
+               f"in {time.perf_counter() - start:.1f}s")
+
+
+@data.command("prepare")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--size", type=int, default=96, show_default=True)
+@click.option("--per-class", type=int, default=None, help="Images per class after balancing [smallest class].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def data_prepare(dataset: Path, size: int, per_class: int | None, seed: int) -> None:
+    """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
+    from tuning.data.prepare import prepare
+
+    report = prepare(dataset, size=size, seed=seed, per_class=per_class)
+    click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
+    for name, n in report.available.items():
+        click.echo(f"  {name:<16} {report.kept[name]:>6} kept of {n} usable")
+    click.echo(f"  skipped {len(report.skipped)} file(s)")
+    for path, reason in report.skipped:
+        click.echo(f"    {path}: {reason}")
+
+
+# ----- search --------------------------------------------------------------------------------------------
+def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
+    """Live lines: one per epoch on a terminal (overwritten), one per finished trial always."""
+    state: dict[str, Any] = {"best": -math.inf, "done": 0, "seconds": 0.0, "params": {}}
+    tty = sys.stdout.isatty()
+
+    def show(event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "study":
+            config = event["config"]
+            state["total"] = config.trials
+            click.echo(f"Study {event['folder']}: {config.model} on {config.dataset}, engine {config.engine}/"
+                       f"{config.sampler}, budget {config.budget}, {config.trials} trials x {config.epochs} epochs")
+            state["searched"] = event["space"].search
+            click.echo(f"Searching: {', '.join(state['searched']) or '(nothing: base values only)'}")
+        elif kind == "trial_start":
+            state["params"] = event["params"]
+            state["started"] = time.perf_counter()
+        elif kind == "epoch" and tty:
+            logs = event["logs"]
+            click.echo(f"\r  trial {event['number']:>3} epoch {event['epoch']}/{event['epochs']} "
+                       f"val_acc {logs.get('val_accuracy', math.nan):.3f} loss {logs.get('loss', math.nan):.3f}",
+                       nl=False)
+        elif kind == "trial_end":
+            state["done"] += 1
+            state["seconds"] += event["seconds"]
+            value = event["value"]
+            if event["status"] == "complete":
+                state["best"] = max(state["best"], value)
+            eta = state["seconds"] / state["done"] * max(0, state.get("total", 0) - state["done"])
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
+            click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
+                       f"val_acc {value:.3f} best {state['best']:.3f} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
+                       f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
+        elif kind == "retrain":
+            click.echo("Retraining the best configuration on the training split, then one test evaluation...")
+
+    return show
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _summary(outcome: Any) -> None:
+    from tuning.pipeline import describe_reduced
+
+    m = outcome.metrics
+    low, high = m["accuracy_ci95"]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    minutes, seconds = divmod(int(outcome.seconds), 60)
+    click.echo("")
+    click.echo(f"== Study {outcome.folder} ({minutes}m{seconds:02d}s)")
+    if outcome.reduced:
+        click.echo(f"Reduced CPU budget '{outcome.config.budget}': {describe_reduced(outcome.reduced)} "
+                   f"(the study's own settings: --budget full)")
+    click.echo(f"Trials: {counts}")
+    click.echo(f"Best trial #{outcome.best_number}: validation accuracy {outcome.best_value:.3f}")
+    for key, value in outcome.best_params.items():
+        click.echo(f"  {key:<14} {_short(value)}")
+    click.echo(f"Test accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={m['n']}), "
+               f"balanced accuracy {m['balanced_accuracy']:.3f}")
+    classes = m["classes"]
+    width = max(8, *(len(c) + 1 for c in classes))
+    click.echo("Confusion matrix (rows: true, columns: predicted)")
+    click.echo(" " * width + "".join(f"{c:>{width}}" for c in classes))
+    for name, row in zip(classes, m["confusion_matrix"]):
+        click.echo(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    click.echo(f"Report: {outcome.report}")
+    click.echo(f"Model:  {outcome.model}")
+
+
+@cli.command()
+@click.option("--model", required=True, help="Registered model name (see 'tuning models list').")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("datasets/demo"),
+              show_default=True, help="Dataset folder with raw/<class>/ images.")
+@click.option("--space", default=None, help="Search-space TOML file [the model's built-in one].")
+@click.option("--engine", default="optuna", show_default=True)
+@click.option("--sampler", default="tpe", show_default=True, help="tpe, gp, cmaes, random or grid.")
+@click.option("--pruner", default="median", show_default=True, help="median or none.")
+@click.option("--budget", default="auto", show_default=True,
+              help="quick, full (the study's settings) or auto: full on a GPU, quick otherwise.")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial [budget's].")
+@click.option("--params", default=None, help="Comma-separated parameters to search [the space's search list].")
+@click.option("--study", default=None, help="Study name (runs/NAME) [MODEL-DATA-BUDGET].")
+@click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, budget: str,
+           trials: int | None, epochs: int | None, params: str | None, study: str | None, storage: str | None,
+           seed: int) -> None:
+    """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
+    from tuning.pipeline import SearchRequest, run_search
+
+    request = SearchRequest(
+        model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, budget=budget,
+        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed,
+        params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
+    )
+    _quiet_libraries()
+    _summary(run_search(request, on_event=_progress_printer()))
+
+
+def _quiet_libraries() -> None:
+    """Our progress lines replace Optuna's per-trial log and Keras's notice about pre-shuffled datasets."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
+
+
+# ----- results -------------------------------------------------------------------------------------------
+@cli.command()
+@study_option
+@handle_errors
+def report(study: str) -> None:
+    """(Re)build runs/<study>/report/index.html from the study folder and its storage."""
+    from tuning.pipeline import study_folder
+    from tuning.report import build_report
+
+    click.echo(f"Report: {build_report(study_folder(study))}")
+
+
+@cli.command()
+@study_option
+@handle_errors
+def export(study: str) -> None:
+    """Copy the retrained model to runs/<study>/export/ with its model card."""
+    from tuning.export import export_study
+    from tuning.pipeline import study_folder
+
+    click.echo(f"Model: {export_study(study_folder(study))}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@handle_errors
+def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool) -> None:
+    """Classify IMAGES (files or folders) with an exported .keras MODEL."""
+    from tuning.export import predict as run_predict
+
+    rows = run_predict(model, list(images), top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        if "error" in row:
+            click.echo(f"{row['file']}\tskipped: {row['error']}")
+        else:
+            click.echo(row["file"] + "\t" + "\t".join(f"{t['class']} {t['probability']:.3f}" for t in row["top"]))
+
+
+# ----- spaces and models ---------------------------------------------------------------------------------
+@cli.group()
+def spaces() -> None:
+    """The search-space declarations (search_spaces/*.toml)."""
+
+
+@spaces.command("list")
+def spaces_list() -> None:
+    from search_spaces import builtin_names
+
+    for name in builtin_names():
+        click.echo(name)
+
+
+@spaces.command("show")
+@click.argument("name")
+@handle_errors
+def spaces_show(name: str) -> None:
+    """Print a space (built-in NAME or a TOML path) as a table, with its staged order and budgets."""
+    from tuning.space import load_space
+
+    space = load_space(name)
+    click.echo(f"{space.source}: model {space.model}")
+    click.echo(f"{'parameter':<14} {'kind':<7} {'range or values':<58} {'base':<10} {'searched':<8} condition")
+    for pname, param in space.params.items():
+        d = param.to_dict()
+        if "values" in d:
+            rng = ", ".join(map(str, d["values"]))
+        elif d["type"] == "bool":
+            rng = "false, true"
+        else:
+            rng = f"{d['low']:g} .. {d['high']:g}" + (" log" if d.get("log") else "") + \
+                  (f" step {d['step']:g}" if "step" in d else "") + \
+                  (f" grid {', '.join(f'{g:g}' for g in d['grid'])}" if "grid" in d else "")
+        cond = " and ".join(f"{k} in {list(v)}" for k, v in param.when.items())
+        click.echo(f"{pname:<14} {d['type']:<7} {rng:<58} {_short(space.base[pname]):<10} "
+                   f"{'yes' if pname in space.search else '':<8} {cond}")
+    click.echo(f"epochs: {space.base['epochs']}")
+    click.echo(f"staged order: {' -> '.join(space.staged_order)}")
+    for aug in space.augmentations.values():
+        click.echo(f"augmentation {aug.name:<9} shift {aug.shift:g}  rotation {aug.rotation:g} deg  "
+                   f"shear {aug.shear:g}  zoom {aug.zoom:g}")
+    for b in space.budgets.values():
+        fixed = ", ".join(f"{k}={v}" for k, v in b.fixed.items()) or "nothing fixed"
+        click.echo(f"budget {b.name:<6} {b.trials} trials x {b.epochs} epochs; {fixed}")
+
+
+@cli.group()
+def models() -> None:
+    """The registered architectures."""
+
+
+@models.command("list")
+@handle_errors
+def models_list() -> None:
+    from tuning.models import known_models
+
+    for name in known_models():
+        click.echo(name)
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--size", type=int, default=96, show_default=True, help="Input image size in pixels.")
+@click.option("--budget", default="full", show_default=True, help="Take width and dense units from this budget.")
+@handle_errors
+def models_show(name: str, size: int, budget: str) -> None:
+    """Print the layer table and parameter count of model NAME at its space's base values."""
+    from tuning.models import build_model, get_model_fn
+    from tuning.space import load_space
+
+    get_model_fn(name)
+    space, _ = load_space(name).with_budget(budget)
+    space = space.with_base({"image_size": size}) if size in space.params["image_size"].grid_values() else space
+    params = space.resolve({"image_size": size}) | {"augmentation": space.augmentation(str(space.base["augmentation"]))}
+    model = build_model(name, params, (size, size, 3), 3)
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=96)
+    click.echo("\n".join(lines))
+
+
+def main() -> None:
+    cli(prog_name="tuning")
+
+
+if __name__ == "__main__":
+    main()

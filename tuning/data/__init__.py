@@ -1,0 +1,1 @@
+"""Dataset steps: demo generation, preparation and the cached arrays every trial reads."""

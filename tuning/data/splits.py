@@ -1,0 +1,59 @@
+"""Train/validation/test splits that are stratified, seeded and keep near-duplicate groups together.
+
+Every item gets a rank in [0, 1) within its class, drawn per group; a split scheme then cuts the ranks. The
+test set is the lowest ranks up to the largest test share any trial could use, so changing the split axis
+during a search never moves a test image into training or validation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tuning.errors import SpaceError
+
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+def parse_split(scheme: str, *, where: str = "split") -> tuple[float, float, float]:
+    """``"70/15/15"`` -> (0.70, 0.15, 0.15); three positive whole percentages that sum to 100."""
+    parts = scheme.split("/")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 3 or min(numbers) <= 0 or sum(numbers) != 100:
+        raise SpaceError(f"{where}: {scheme!r} is not a split; write train/val/test percentages summing to 100, e.g. 70/15/15")
+    return numbers[0] / 100, numbers[1] / 100, numbers[2] / 100
+
+
+def group_ranks(labels: np.ndarray, groups: np.ndarray, *, seed: int) -> np.ndarray:
+    """A rank in [0, 1) per item: its group's position in a seeded shuffle of its class's groups.
+
+    Items of one group share a rank, so any cut of the ranks keeps a group on one side.
+    """
+    ranks = np.zeros(len(labels), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        uniq, inverse, counts = np.unique(groups[idx], return_inverse=True, return_counts=True)
+        order = rng.permutation(len(uniq))
+        start = np.zeros(len(uniq))
+        start[order] = (np.cumsum(counts[order]) - counts[order]) / len(idx)
+        ranks[idx] = start[inverse]
+    return ranks
+
+
+def assign_splits(
+    labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int, test_fraction: float | None = None
+) -> np.ndarray:
+    """TRAIN/VAL/TEST code per item for ``scheme``; ``test_fraction`` overrides the scheme's test share.
+
+    With the override, validation takes the scheme's share right after the test ranks and training the rest.
+    """
+    _, val, test = parse_split(scheme)
+    test = test if test_fraction is None else test_fraction
+    ranks = group_ranks(labels, groups, seed=seed)
+    codes = np.full(len(labels), TRAIN, dtype=np.int8)
+    codes[ranks < test + val - 1e-9] = VAL
+    codes[ranks < test - 1e-9] = TEST
+    return codes

@@ -1,0 +1,18 @@
+"""Open the Optuna storage named by a URL: ``journal:<file>``, ``sqlite:///...`` or ``postgresql://...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def open_storage(url: str) -> Any:
+    """A journal file is safe for several local processes; database URLs go through RDBStorage."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)

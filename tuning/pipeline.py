@@ -1,0 +1,145 @@
+"""The main job: data -> search -> retrain + test -> report -> export, as one call the CLI wraps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from tuning.engines import ENGINES, OnEvent
+from tuning.errors import StudyError, UnknownNameError
+from tuning.space import SearchSpace, load_space
+from tuning.study import StudyConfig, default_storage, package_versions, read_config, study_paths, write_config
+
+
+@dataclass
+class SearchRequest:
+    """What the user asked for; ``None`` means the declaration's or the budget's default."""
+
+    model: str
+    data: Path
+    space: str | None = None
+    engine: str = "optuna"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    budget: str = "auto"
+    trials: int | None = None
+    epochs: int | None = None
+    params: tuple[str, ...] | None = None
+    study: str | None = None
+    storage: str | None = None
+    seed: int = 0
+    runs: Path = Path("runs")
+
+
+@dataclass
+class SearchOutcome:
+    folder: Path
+    config: StudyConfig
+    best_params: dict[str, Any]
+    best_value: float
+    best_number: int
+    counts: dict[str, int]
+    metrics: dict[str, Any]
+    report: Path
+    model: Path
+    seconds: float
+    reduced: dict[str, Any] = field(default_factory=dict)
+
+
+def study_folder(study: str, runs: Path = Path("runs")) -> Path:
+    """``--study NAME`` lives in ``runs/NAME``; a value with a slash is taken as the folder itself."""
+    return Path(study) if "/" in study else Path(runs) / study
+
+
+def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int, int]:
+    """The narrowed space plus (trials, epochs) after the budget and the explicit options."""
+    space = load_space(request.space or request.model)
+    space, chosen = space.with_budget(budget)
+    if request.params is not None:
+        space = space.with_search(request.params)
+    epochs = request.epochs or chosen.epochs
+    space = space.with_base({"epochs": epochs})
+    return space, request.trials or chosen.trials, epochs
+
+
+def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome:
+    """Run (or resume) the study and everything after it; returns what the summary shows."""
+    from tuning import runtime
+    from tuning.data.prepare import raw_dir
+    from tuning.models import get_model_fn
+
+    start = time.perf_counter()
+    if request.engine not in ENGINES:
+        raise UnknownNameError("engine", request.engine, ENGINES)
+    get_model_fn(request.model)
+    raw_dir(request.data)
+    settings = runtime.resolve()
+    budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
+    space, trials, epochs = resolve_space(request, budget)
+    if space.model != request.model:
+        raise StudyError(f"{space.source} declares model '{space.model}', not '{request.model}'; pass --model {space.model}")
+    name = request.study or f"{request.model}-{Path(request.data).name}-{budget}"
+    folder = study_folder(name, request.runs)
+    config = StudyConfig(
+        name=Path(name).name, model=request.model, dataset=Path(request.data).as_posix(), engine=request.engine,
+        sampler=request.sampler, pruner=request.pruner, budget=budget, trials=trials, epochs=epochs,
+        seed=request.seed, storage=request.storage or default_storage(folder), space=space.to_dict(),
+        runtime=settings, versions=package_versions(),
+    )
+    _check_resume(folder, config)
+    write_config(folder, config)
+    runtime.apply(settings)
+    on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
+
+    from tuning.engines import optuna_engine
+    from tuning.evaluate import retrain_and_test
+    from tuning.export import export_study
+    from tuning.report import build_report
+    from tuning.train import TrialData
+
+    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
+    study = optuna_engine.run(config, space, data, folder, on_event=on_event)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
+    best = max(complete, key=lambda t: t.value)
+    best_params = space.resolve(best.params)
+    on_event({"event": "retrain", "params": best_params})
+    metrics = retrain_and_test(config, space, data, best_params, folder)
+    report = build_report(folder)
+    model = export_study(folder)
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return SearchOutcome(folder, config, best_params, best.value, best.number, counts, metrics, report, model,
+                         time.perf_counter() - start, reduced=_reduced(space, budget))
+
+
+def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
+    """The settings where this run departs from the study's own (``full``) budget."""
+    full = space.budgets.get("full")
+    if budget == "full" or full is None:
+        return {}
+    out = {k: v for k, v in space.budgets[budget].fixed.items() if full.fixed.get(k) != v}
+    if space.base["epochs"] != full.epochs:
+        out["epochs"] = space.base["epochs"]
+    return out
+
+
+def _check_resume(folder: Path, config: StudyConfig) -> None:
+    """A second run of a study must ask for the same thing, or its trials would not be comparable."""
+    if not study_paths(folder)["config"].exists():
+        return
+    old = read_config(folder)
+    for key in ("model", "dataset", "engine", "epochs", "seed", "space"):
+        if getattr(old, key) != getattr(config, key):
+            raise StudyError(
+                f"{folder} already holds a study with another {key}; "
+                f"rerun with its settings to resume, or pass --study NEW_NAME"
+            )
+
+
+def describe_reduced(reduced: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in reduced.items())

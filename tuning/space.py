@@ -1,0 +1,464 @@
+"""Search spaces: one TOML declaration rendered to Optuna, Keras Tuner and the study's staged grid.
+
+A declaration is validated once, where it enters (``SearchSpace.from_toml``); every error names the file,
+the key and what to change. After that the engines trust it.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+from tuning.data.splits import parse_split
+from tuning.errors import SpaceError, UnknownNameError
+
+Value = Union[bool, int, float, str]
+#: Keys of ``[base]`` that are run settings rather than searchable parameters.
+SETTINGS = ("epochs",)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise SpaceError(f"{where}: unknown key '{key}'; known: {', '.join(sorted(allowed))}")
+
+
+@dataclass(frozen=True)
+class _Param:
+    """Fields and behaviour shared by every parameter kind."""
+
+    name: str
+    when: Mapping[str, tuple[Value, ...]] = field(default_factory=dict, kw_only=True)
+
+    def active(self, values: Mapping[str, Value]) -> bool:
+        """Whether the parameter exists given the values chosen for the parameters it depends on."""
+        return all(values.get(parent) in allowed for parent, allowed in self.when.items())
+
+    def _base_dict(self, kind: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": kind}
+        if self.when:
+            out["when"] = {k: list(v) for k, v in self.when.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class Float(_Param):
+    """A real-valued parameter; ``grid`` lists the values a staged or grid search tries."""
+
+    low: float
+    high: float
+    log: bool = field(default=False, kw_only=True)
+    step: float | None = field(default=None, kw_only=True)
+    grid: tuple[float, ...] | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise SpaceError(f"low <= high must hold, but got (low={self.low}, high={self.high})")
+        if self.log and self.step is not None:
+            raise SpaceError("log and step cannot be used together (Optuna forbids it); drop one of them")
+        if self.log and self.low <= 0:
+            raise SpaceError(f"log needs low > 0, but got low={self.low}")
+        if self.step is not None and self.step <= 0:
+            raise SpaceError(f"step must be > 0, but got step={self.step}")
+        for v in self.grid or ():
+            if not self.contains(v):
+                raise SpaceError(f"grid value {v} is outside [{self.low}, {self.high}]")
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def grid_values(self) -> tuple[float, ...]:
+        if self.grid:
+            return self.grid
+        if self.step is None:
+            raise SpaceError(f"params.{self.name} has neither grid nor step, so it has no grid; add grid = [...]")
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9))
+        return tuple(round(self.low + i * self.step, 12) for i in range(n + 1))
+
+    def suggest(self, trial: Any) -> float:
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+
+    def define(self, hp: Any) -> Any:
+        return hp.Float(self.name, self.low, self.high, step=self.step, sampling="log" if self.log else "linear")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self._base_dict("float") | {"low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        if self.step is not None:
+            out["step"] = self.step
+        if self.grid:
+            out["grid"] = list(self.grid)
+        return out
+
+
+@dataclass(frozen=True)
+class Int(_Param):
+    """An integer parameter in ``[low, high]`` on a ``step`` lattice."""
+
+    low: int
+    high: int
+    log: bool = field(default=False, kw_only=True)
+    step: int = field(default=1, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise SpaceError(f"low <= high must hold, but got (low={self.low}, high={self.high})")
+        if self.log and self.step != 1:
+            raise SpaceError("log and step cannot be used together (Optuna forbids it); drop one of them")
+        if self.log and self.low <= 0:
+            raise SpaceError(f"log needs low > 0, but got low={self.low}")
+        if self.step < 1:
+            raise SpaceError(f"step must be >= 1, but got step={self.step}")
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def grid_values(self) -> tuple[int, ...]:
+        return tuple(range(self.low, self.high + 1, self.step))
+
+    def suggest(self, trial: Any) -> int:
+        return trial.suggest_int(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def define(self, hp: Any) -> Any:
+        return hp.Int(self.name, self.low, self.high, step=self.step, sampling="log" if self.log else "linear")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self._base_dict("int") | {"low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        if self.step != 1:
+            out["step"] = self.step
+        return out
+
+
+@dataclass(frozen=True)
+class Choice(_Param):
+    """One of a list of values (strings, numbers or booleans)."""
+
+    values: tuple[Value, ...]
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise SpaceError("values must not be empty")
+        if len(set(self.values)) != len(self.values):
+            raise SpaceError(f"values must be distinct, but got {list(self.values)}")
+        kinds = {"bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else "str" for v in self.values}
+        if len(kinds) > 1:
+            raise SpaceError(f"values must all be of one kind, but got {list(self.values)}")
+
+    def contains(self, value: Any) -> bool:
+        return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values)
+
+    def grid_values(self) -> tuple[Value, ...]:
+        return self.values
+
+    def suggest(self, trial: Any) -> Value:
+        return trial.suggest_categorical(self.name, list(self.values))
+
+    def define(self, hp: Any) -> Any:
+        return hp.Choice(self.name, list(self.values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._base_dict("choice") | {"values": list(self.values)}
+
+
+@dataclass(frozen=True)
+class Bool(_Param):
+    """A switch."""
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def grid_values(self) -> tuple[bool, ...]:
+        return (False, True)
+
+    def suggest(self, trial: Any) -> bool:
+        return trial.suggest_categorical(self.name, [False, True])
+
+    def define(self, hp: Any) -> Any:
+        return hp.Boolean(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._base_dict("bool")
+
+
+Param = Union[Float, Int, Choice, Bool]
+_KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "float": (Float, ("low", "high", "log", "step", "grid")),
+    "int": (Int, ("low", "high", "log", "step")),
+    "choice": (Choice, ("values",)),
+    "bool": (Bool, ()),
+}
+
+
+def param_from_dict(name: str, table: Mapping[str, Any]) -> Param:
+    """Build one parameter from its TOML table; raises SpaceError naming the problem."""
+    kind = table.get("type")
+    if kind not in _KINDS:
+        raise SpaceError(f"unknown type {kind!r}; known: {', '.join(_KINDS)}")
+    cls, keys = _KINDS[kind]
+    _check_keys(table, ("type", "when", *keys), f"params.{name}")
+    when = {k: tuple(v if isinstance(v, list) else [v]) for k, v in dict(table.get("when", {})).items()}
+    kwargs = {k: table[k] for k in keys if k in table}
+    for key in ("values", "grid"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    try:
+        return cls(name, when=when, **kwargs)
+    except TypeError as exc:  # a required key such as low/high/values is missing
+        raise SpaceError(f"missing key: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Magnitudes of one augmentation preset: shift/zoom as fractions, rotation in degrees, shear factor."""
+
+    name: str
+    shift: float = 0.0
+    rotation: float = 0.0
+    shear: float = 0.0
+    zoom: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.shift or self.rotation or self.shear or self.zoom)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much compute one search gets, and which parameters it pins to save it."""
+
+    name: str
+    trials: int
+    epochs: int
+    fixed: Mapping[str, Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated declaration: parameters, the study's base point, presets, staged order and budgets."""
+
+    model: str
+    params: Mapping[str, Param]
+    base: Mapping[str, Value]
+    augmentations: Mapping[str, Augmentation]
+    search: tuple[str, ...]
+    staged_order: tuple[str, ...]
+    budgets: Mapping[str, Budget]
+    source: str = "<dict>"
+
+    # ----- loading and saving -------------------------------------------------------------------------
+    @classmethod
+    def from_toml(cls, path: Path, *, display: str | None = None) -> SearchSpace:
+        """Load and validate a declaration; ``display`` is the name errors use for the file."""
+        where = display or str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SpaceError(f"{where}: no such search-space file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SpaceError(f"{where}: not valid TOML ({exc})") from None
+        return cls.from_dict(data, source=where)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> SearchSpace:
+        """Validate a plain dict (the parsed TOML, or ``to_dict()`` output)."""
+        try:
+            return cls._from_dict(data, source)
+        except SpaceError as exc:
+            raise SpaceError(f"{source}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], source: str) -> SearchSpace:
+        _check_keys(data, ("model", "base", "params", "augmentation", "search", "staged", "budgets"), "top level")
+        if not isinstance(data.get("model"), str):
+            raise SpaceError("model: missing; add model = \"<registered model name>\"")
+        params: dict[str, Param] = {}
+        for name, table in dict(data.get("params", {})).items():
+            try:
+                param = param_from_dict(name, table)
+            except SpaceError as exc:
+                raise SpaceError(exc.args[0] if str(exc).startswith("params.") else f"params.{name}: {exc}") from None
+            for parent, allowed in param.when.items():
+                if parent not in params:
+                    raise SpaceError(f"params.{name}: condition on '{parent}', which is not a parameter declared above it")
+                bad = [v for v in allowed if not params[parent].contains(v)]
+                if bad:
+                    raise SpaceError(f"params.{name}: condition value {bad[0]!r} is not a legal value of '{parent}'")
+            params[name] = param
+        if not params:
+            raise SpaceError("params: no parameters declared")
+
+        augmentations: dict[str, Augmentation] = {}
+        for name, table in dict(data.get("augmentation", {})).items():
+            _check_keys(table, ("shift", "rotation", "shear", "zoom"), f"augmentation.{name}")
+            for key, value in table.items():
+                if not isinstance(value, (int, float)) or value < 0:
+                    raise SpaceError(f"augmentation.{name}.{key}: must be a number >= 0, but got {value!r}")
+            augmentations[name] = Augmentation(name, **{k: float(v) for k, v in table.items()})
+
+        base = dict(data.get("base", {}))
+        _check_keys(base, (*params, *SETTINGS), "base")
+        for name, param in params.items():
+            if name not in base:
+                raise SpaceError(f"base.{name}: missing; every parameter needs a starting value")
+            _check_value(param, base[name], f"base.{name}")
+        if not (isinstance(base.get("epochs"), int) and base["epochs"] >= 1):
+            raise SpaceError("base.epochs: must be an integer >= 1")
+
+        search_table = dict(data.get("search", {}))
+        _check_keys(search_table, ("params",), "search")
+        search = tuple(search_table.get("params", params))
+        staged_table = dict(data.get("staged", {}))
+        _check_keys(staged_table, ("order",), "staged")
+        order = tuple(staged_table.get("order", search))
+        for where, names in (("search.params", search), ("staged.order", order)):
+            for name in names:
+                if name not in params:
+                    raise UnknownNameError(f"parameter in {where}:", name, list(params))
+        for name in order:
+            params[name].grid_values()
+
+        budgets: dict[str, Budget] = {}
+        for name, table in dict(data.get("budgets", {})).items():
+            _check_keys(table, ("trials", "epochs", "fixed"), f"budgets.{name}")
+            for key in ("trials", "epochs"):
+                if not (isinstance(table.get(key), int) and table[key] >= 1):
+                    raise SpaceError(f"budgets.{name}.{key}: must be an integer >= 1")
+            fixed = dict(table.get("fixed", {}))
+            for key, value in fixed.items():
+                if key not in params:
+                    raise UnknownNameError(f"parameter in budgets.{name}.fixed:", key, list(params))
+                _check_value(params[key], value, f"budgets.{name}.fixed.{key}")
+            budgets[name] = Budget(name, table["trials"], table["epochs"], fixed)
+
+        if "augmentation" in params:
+            for preset in params["augmentation"].grid_values():
+                if preset not in augmentations:
+                    raise UnknownNameError("augmentation preset in params.augmentation:", str(preset), list(augmentations))
+        if "split" in params:
+            for scheme in params["split"].grid_values():
+                parse_split(str(scheme), where="params.split")
+        return cls(data["model"], params, base, augmentations, search, order, budgets, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that ``from_dict`` turns back into an equal space."""
+        aug = {
+            a.name: {k: getattr(a, k) for k in ("shift", "rotation", "shear", "zoom") if getattr(a, k)}
+            for a in self.augmentations.values()
+        }
+        return {
+            "model": self.model,
+            "base": dict(self.base),
+            "params": {name: p.to_dict() for name, p in self.params.items()},
+            "augmentation": aug,
+            "search": {"params": list(self.search)},
+            "staged": {"order": list(self.staged_order)},
+            "budgets": {
+                b.name: {"trials": b.trials, "epochs": b.epochs, "fixed": dict(b.fixed)} for b in self.budgets.values()
+            },
+        }
+
+    # ----- narrowing ----------------------------------------------------------------------------------
+    def with_budget(self, name: str) -> tuple[SearchSpace, Budget]:
+        """The space with the budget's pinned values moved into ``base`` and out of the search."""
+        if name not in self.budgets:
+            raise UnknownNameError("budget", name, list(self.budgets))
+        budget = self.budgets[name]
+        space = self.with_base({**budget.fixed, "epochs": budget.epochs})
+        return replace(space, search=tuple(p for p in self.search if p not in budget.fixed)), budget
+
+    def with_search(self, names: Sequence[str]) -> SearchSpace:
+        """The same space searching exactly ``names`` (in declaration order)."""
+        for name in names:
+            if name not in self.params:
+                raise UnknownNameError("parameter", name, list(self.params))
+        return replace(self, search=tuple(p for p in self.params if p in names))
+
+    def with_base(self, overrides: Mapping[str, Value]) -> SearchSpace:
+        """The same space with some starting values replaced (validated like the file's own)."""
+        for key, value in overrides.items():
+            if key in SETTINGS:
+                if not (isinstance(value, int) and value >= 1):
+                    raise SpaceError(f"{key} must be an integer >= 1, but got {value!r}")
+            elif key in self.params:
+                _check_value(self.params[key], value, key)
+            else:
+                raise UnknownNameError("parameter", key, [*self.params, *SETTINGS])
+        return replace(self, base={**self.base, **overrides})
+
+    # ----- rendering ----------------------------------------------------------------------------------
+    def resolve(self, chosen: Mapping[str, Value]) -> dict[str, Value]:
+        """Full parameter values: ``chosen`` where given, base elsewhere, inactive conditionals dropped."""
+        values: dict[str, Value] = {}
+        for name, param in self.params.items():
+            if param.active(values):
+                values[name] = chosen.get(name, self.base[name])
+        return values
+
+    def suggest_optuna(self, trial: Any) -> dict[str, Value]:
+        """Ask an Optuna trial for every searched, active parameter (define-by-run)."""
+        values: dict[str, Value] = {}
+        for name, param in self.params.items():
+            if param.active(values):
+                values[name] = param.suggest(trial) if name in self.search else self.base[name]
+        return values
+
+    def define_kerastuner(self, hp: Any) -> dict[str, Value]:
+        """Declare the searched parameters on Keras Tuner ``HyperParameters`` and return the full values."""
+        values: dict[str, Value] = {}
+        for name, param in self.params.items():
+            if not param.active(values):
+                continue
+            if name not in self.search:
+                values[name] = self.base[name]
+                continue
+            searched_parents = [(p, list(v)) for p, v in param.when.items() if p in self.search]
+            if searched_parents:
+                parent, allowed = searched_parents[0]
+                with hp.conditional_scope(parent, allowed):
+                    values[name] = param.define(hp)
+            else:
+                values[name] = param.define(hp)
+        return values
+
+    def staged_stages(self) -> list[tuple[str, tuple[Value, ...]]]:
+        """The one-factor-at-a-time plan: each axis of ``staged.order`` with the values it tries."""
+        return [(name, self.params[name].grid_values()) for name in self.staged_order]
+
+    def augmentation(self, name: str) -> Augmentation:
+        if name not in self.augmentations:
+            raise UnknownNameError("augmentation preset", name, list(self.augmentations))
+        return self.augmentations[name]
+
+    def test_fraction(self) -> float:
+        """The held-out test share: the largest any searchable split asks for, so no trial ever sees it."""
+        schemes = self.params["split"].grid_values() if "split" in self.search else ()
+        return max(parse_split(str(s))[2] for s in (*schemes, self.base["split"]))
+
+
+def _check_value(param: Param, value: Any, where: str) -> None:
+    if not param.contains(value):
+        legal = (
+            ", ".join(map(str, param.values)) if isinstance(param, Choice)
+            else "true or false" if isinstance(param, Bool)
+            else f"[{param.low}, {param.high}]"
+        )
+        raise SpaceError(f"{where}: {value!r} is not a legal value; legal: {legal}")
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """A built-in declaration by name (``vgg16``) or a user's TOML file by path."""
+    from search_spaces import builtin_names, builtin_path
+
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text:
+        return SearchSpace.from_toml(Path(text))
+    path = builtin_path(text)
+    if path is None:
+        raise UnknownNameError("search space", text, builtin_names())
+    return SearchSpace.from_toml(path, display=f"search_spaces/{text}.toml")
