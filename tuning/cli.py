@@ -12,8 +12,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import click
 
@@ -193,13 +194,10 @@ def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: 
 
 
 def _quiet_libraries() -> None:
-    """Our progress lines replace Optuna's per-trial log and Keras's notice about pre-shuffled datasets."""
-    import warnings
-
+    """Our progress lines replace Optuna's per-trial log."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
 
 
 # ----- results -------------------------------------------------------------------------------------------
@@ -211,6 +209,7 @@ def report(study: str) -> None:
     from tuning.pipeline import study_folder
     from tuning.report import build_report
 
+    _quiet_libraries()
     click.echo(f"Report: {build_report(study_folder(study))}")
 
 
@@ -311,10 +310,13 @@ def models_list() -> None:
 @click.argument("name")
 @click.option("--size", type=int, default=96, show_default=True, help="Input image size in pixels.")
 @click.option("--budget", default="full", show_default=True, help="Take width and dense units from this budget.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Also draw the structure to this PNG.")
 @handle_errors
-def models_show(name: str, size: int, budget: str) -> None:
+def models_show(name: str, size: int, budget: str, plot: Path | None) -> None:
     """Print the layer table and parameter count of model NAME at its space's base values."""
     from tuning.models import build_model, get_model_fn
+    from tuning.models.describe import layer_table
+    from tuning.report import plot_architecture
     from tuning.space import load_space
 
     get_model_fn(name)
@@ -325,6 +327,8 @@ def models_show(name: str, size: int, budget: str) -> None:
     lines: list[str] = []
     model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=96)
     click.echo("\n".join(lines))
+    if plot is not None:
+        click.echo(f"Structure: {plot_architecture(layer_table(model), f'{name} at {size} px', plot)}")
 
 
 def main() -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from tuning import _io
 from tuning.errors import StudyError
 from tuning.metrics import confusion_matrix, summarize
+from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
@@ -24,6 +26,21 @@ def save_model(model: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.partial.keras")
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def inference_model(model_name: str, params: Mapping[str, Any], trained: Any, n_classes: int) -> Any:
+    """The trained network rebuilt without its augmentation layers, weights copied.
+
+    Keras random layers also transform on a bare ``model(x)`` call (they default to training mode), so a
+    shipped model must not contain them: then every way of calling it gives the same answer.
+    """
+    from tuning.models import build_model
+    from tuning.space import Augmentation
+
+    size = int(params["image_size"])
+    clean = build_model(model_name, {**params, "augmentation": Augmentation("none")}, (size, size, 3), n_classes)
+    clean.set_weights(trained.get_weights())
+    return clean
 
 
 def retrain_and_test(
@@ -53,8 +70,9 @@ def retrain_and_test(
         "seconds": result.seconds,
     }
     final = study_paths(folder)["final"]
-    save_model(result.model, final / "model.keras")
+    save_model(inference_model(config.model, params, result.model, len(data.classes)), final / "model.keras")
     _io.write_json(final / "metrics.json", metrics)
+    _io.write_json(final / "architecture.json", layer_table(result.model))
     _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
     return metrics
 

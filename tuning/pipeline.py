@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
@@ -79,7 +80,9 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome:
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget)
     if space.model != request.model:
-        raise StudyError(f"{space.source} declares model '{space.model}', not '{request.model}'; pass --model {space.model}")
+        raise StudyError(
+            f"{space.source} declares model '{space.model}', not '{request.model}'; pass --model {space.model}"
+        )
     name = request.study or f"{request.model}-{Path(request.data).name}-{budget}"
     folder = study_folder(name, request.runs)
     config = StudyConfig(

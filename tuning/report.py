@@ -82,9 +82,33 @@ def plot_history(values: list[tuple[int, float]], path: Path) -> Path:
     return _save(fig, path)
 
 
+_LAYER_COLOURS = {"Conv2D": "#8ecae6", "MaxPooling2D": "#ffb703", "Dense": "#90be6d", "Dropout": "#dddddd",
+                  "Flatten": "#f4a261", "InputLayer": "#ffffff"}
+
+
+def plot_architecture(layers: list[dict[str, Any]], title: str, path: Path) -> Path:
+    """The final model's structure as a column of boxes (the study's appendix figure)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 0.36 * len(layers) + 0.8))
+    for i, layer in enumerate(layers):
+        y = len(layers) - 1 - i
+        colour = _LAYER_COLOURS.get(layer["kind"], "#e9c46a" if layer["kind"].startswith("Random") else "#cdb4db")
+        ax.add_patch(plt.Rectangle((0, y + 0.08), 1, 0.84, facecolor=colour, edgecolor="#555555"))
+        shape = "x".join(str(d) for d in layer["shape"])
+        ax.text(0.02, y + 0.5, f"{layer['name']}  ({layer['kind']})", va="center", fontsize=8)
+        ax.text(0.98, y + 0.5, f"{shape}   {layer['params']:,} params", va="center", ha="right", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, len(layers))
+    ax.axis("off")
+    ax.set_title(f"{title}: {sum(layer['params'] for layer in layers):,} parameters")
+    return _save(fig, path)
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    caption = html.escape(alt)
+    image = f'<img alt="{caption}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -133,6 +157,12 @@ def build_report(folder: Path) -> Path:
                         "Final model: training curves"))
     figures.append(_img(plot_confusion(metrics["confusion_matrix"], metrics["classes"], out / "confusion.png"),
                         "Confusion matrix on the test split"))
+    if (paths["final"] / "architecture.json").exists():
+        layers = _io.read_json(paths["final"] / "architecture.json")
+        appendix = _img(plot_architecture(layers, f"{config.model} (final model)", out / "architecture.png"),
+                        "Appendix: structure of the final model")
+    else:
+        appendix = '<p class="note">The final model\'s structure was not recorded (final/architecture.json).</p>'
     if len(complete) >= 2:
         figures.append(_img(plot_history([(t.number, t.value) for t in complete], out / "history.png"),
                             "Optimisation history"))
@@ -154,6 +184,8 @@ def build_report(folder: Path) -> Path:
                [[config.dataset, ", ".join(metrics["classes"]), metrics["split_sizes"]["train"],
                  metrics["split_sizes"]["val"], metrics["split_sizes"]["test"],
                  f"{metrics['params']['image_size']} px"]]),
+        f'<p class="note">Split {html.escape(str(metrics["params"]["split"]))}; the test share is held at the '
+        "largest any searched split uses, so no trial ever trained or validated on a test image.</p>",
         "<h2>Search</h2>",
         _table(["engine", "sampler", "pruner", "budget", "epochs/trial", "trials"],
                [[config.engine, config.sampler, config.pruner, config.budget, config.epochs,
@@ -166,6 +198,7 @@ def build_report(folder: Path) -> Path:
         _table(["class", "precision", "recall", "F1", "support"],
                [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]),
         "<h2>Figures</h2>", *figures, *sections,
+        "<h2>Appendix: final model structure</h2>", appendix,
     ]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Study {html.escape(config.name)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")

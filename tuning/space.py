@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 from tuning.data.splits import parse_split
 from tuning.errors import SpaceError, UnknownNameError
 
-Value = Union[bool, int, float, str]
+Value = bool | int | float | str
 #: Keys of ``[base]`` that are run settings rather than searchable parameters.
 SETTINGS = ("epochs",)
+#: Parameters the trainer and the built-in models read; a declaration must give each (one value fixes it).
+REQUIRED = ("learning_rate", "optimizer", "batch_size", "image_size", "split", "augmentation", "dropout", "width",
+            "dense_units")
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -146,7 +151,8 @@ class Choice(_Param):
             raise SpaceError("values must not be empty")
         if len(set(self.values)) != len(self.values):
             raise SpaceError(f"values must be distinct, but got {list(self.values)}")
-        kinds = {"bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else "str" for v in self.values}
+        kinds = {"bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else "str"
+                 for v in self.values}
         if len(kinds) > 1:
             raise SpaceError(f"values must all be of one kind, but got {list(self.values)}")
 
@@ -186,7 +192,7 @@ class Bool(_Param):
         return self._base_dict("bool")
 
 
-Param = Union[Float, Int, Choice, Bool]
+Param = Float | Int | Choice | Bool
 _KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "float": (Float, ("low", "high", "log", "step", "grid")),
     "int": (Int, ("low", "high", "log", "step")),
@@ -269,7 +275,9 @@ class SearchSpace:
         """Validate a plain dict (the parsed TOML, or ``to_dict()`` output)."""
         try:
             return cls._from_dict(data, source)
-        except SpaceError as exc:
+        except (SpaceError, UnknownNameError) as exc:
+            # An unknown name inside a declaration (a preset, a parameter in search.params) is a fault of the
+            # file, so it is reported like every other one: as a SpaceError that names the file.
             raise SpaceError(f"{source}: {exc}") from None
 
     @classmethod
@@ -285,13 +293,16 @@ class SearchSpace:
                 raise SpaceError(exc.args[0] if str(exc).startswith("params.") else f"params.{name}: {exc}") from None
             for parent, allowed in param.when.items():
                 if parent not in params:
-                    raise SpaceError(f"params.{name}: condition on '{parent}', which is not a parameter declared above it")
+                    raise SpaceError(
+                        f"params.{name}: condition on '{parent}', which is not a parameter declared above it"
+                    )
                 bad = [v for v in allowed if not params[parent].contains(v)]
                 if bad:
                     raise SpaceError(f"params.{name}: condition value {bad[0]!r} is not a legal value of '{parent}'")
             params[name] = param
-        if not params:
-            raise SpaceError("params: no parameters declared")
+        missing = [name for name in REQUIRED if name not in params]
+        if missing:
+            raise SpaceError(f"params.{missing[0]}: missing; training needs it (a choice with one value fixes it)")
 
         augmentations: dict[str, Augmentation] = {}
         for name, table in dict(data.get("augmentation", {})).items():
@@ -339,7 +350,8 @@ class SearchSpace:
         if "augmentation" in params:
             for preset in params["augmentation"].grid_values():
                 if preset not in augmentations:
-                    raise UnknownNameError("augmentation preset in params.augmentation:", str(preset), list(augmentations))
+                    raise UnknownNameError("augmentation preset in params.augmentation:", str(preset),
+                                           list(augmentations))
         if "split" in params:
             for scheme in params["split"].grid_values():
                 parse_split(str(scheme), where="params.split")
@@ -411,19 +423,29 @@ class SearchSpace:
     def define_kerastuner(self, hp: Any) -> dict[str, Value]:
         """Declare the searched parameters on Keras Tuner ``HyperParameters`` and return the full values."""
         values: dict[str, Value] = {}
+        # The searched conditions under which each parameter can exist. A conditional parameter is declared
+        # inside them even when the current values switch it off: Keras Tuner's oracles sample only what was
+        # declared, and a fresh ``HyperParameters`` holds each choice's first value (optimizer "adam"), so
+        # declaring it only when active would hide ``momentum`` from the search.
+        scopes: dict[str, list[tuple[str, tuple[Value, ...]]]] = {}
         for name, param in self.params.items():
-            if not param.active(values):
-                continue
-            if name not in self.search:
-                values[name] = self.base[name]
-                continue
-            searched_parents = [(p, list(v)) for p, v in param.when.items() if p in self.search]
-            if searched_parents:
-                parent, allowed = searched_parents[0]
-                with hp.conditional_scope(parent, allowed):
-                    values[name] = param.define(hp)
+            scope: list[tuple[str, tuple[Value, ...]]] = []
+            for parent, allowed in param.when.items():
+                if parent not in scopes or (parent not in self.search and self.base[parent] not in allowed):
+                    break  # never active in this search
+                inherited = [*scopes[parent], (parent, allowed)] if parent in self.search else scopes[parent]
+                scope += [c for c in inherited if c not in scope]
             else:
-                values[name] = param.define(hp)
+                scopes[name] = scope
+                if name in self.search:
+                    with ExitStack() as stack:
+                        for parent, allowed in scope:
+                            stack.enter_context(hp.conditional_scope(parent, list(allowed)))
+                        value = param.define(hp)
+                else:
+                    value = self.base[name]
+                if param.active(values):
+                    values[name] = value
         return values
 
     def staged_stages(self) -> list[tuple[str, tuple[Value, ...]]]:

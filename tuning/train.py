@@ -9,9 +9,10 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ def train_trial(
         history = model.fit(
             make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
             validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),
-            epochs=epochs, verbose=0, callbacks=callbacks,
+            epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False,  # the dataset shuffles itself
         ).history
     except (MemoryError, _resource_exhausted()) as exc:
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -106,19 +106,29 @@ def build_manifest(dataset: Path, *, progress: Progress | None = None) -> list[d
             described[rel] = row
             if progress:
                 progress(i, len(todo))
-    rows, first_by_sha = [], {}
-    for rel, label in files:
-        row = existing.get(rel) or {**described[rel], "path": rel, "label": label}
-        if rel in described:
-            kept = first_by_sha.get(row["sha256"])
-            if kept is not None and row["status"] == "ok":
-                row["status"] = f"duplicate-of:{kept}"
-        if row["status"] == "ok" or row["status"].startswith("duplicate-of:"):
-            first_by_sha.setdefault(row["sha256"], rel)
-        row["group"] = row["group"] or first_by_sha.get(row["sha256"], rel)
-        rows.append(row)
+    rows = [existing.get(rel) or {**described[rel], "path": rel, "label": label} for rel, label in files]
+    _mark_exact_copies(rows)
     write_manifest(dataset, rows)
     return rows
+
+
+def _mark_exact_copies(rows: list[dict[str, str]]) -> None:
+    """Byte-identical readable files form one group; the shortest path is kept, the others point to it.
+
+    Only the statuses this step owns (``ok``, ``duplicate-of:``) are recomputed; a person's ``rejected``
+    and an ``unreadable:`` verdict stay as they are.
+    """
+    automatic = [r for r in rows if r["status"] == "ok" or r["status"].startswith("duplicate-of:")]
+    by_sha: dict[str, list[dict[str, str]]] = {}
+    for row in automatic:
+        by_sha.setdefault(row["sha256"], []).append(row)
+    for copies in by_sha.values():
+        kept = min(copies, key=lambda r: (len(r["path"]), r["path"]))
+        for row in copies:
+            row["status"] = "ok" if row is kept else f"duplicate-of:{kept['path']}"
+            row["group"] = kept["path"]
+    for row in rows:
+        row["group"] = row["group"] or row["path"]
 
 
 def read_manifest(dataset: Path) -> list[dict[str, str]]:

@@ -22,7 +22,9 @@ def parse_split(scheme: str, *, where: str = "split") -> tuple[float, float, flo
     except ValueError:
         numbers = []
     if len(numbers) != 3 or min(numbers) <= 0 or sum(numbers) != 100:
-        raise SpaceError(f"{where}: {scheme!r} is not a split; write train/val/test percentages summing to 100, e.g. 70/15/15")
+        raise SpaceError(
+            f"{where}: {scheme!r} is not a split; write train/val/test percentages summing to 100, e.g. 70/15/15"
+        )
     return numbers[0] / 100, numbers[1] / 100, numbers[2] / 100
 
 

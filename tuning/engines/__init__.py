@@ -3,7 +3,8 @@ trial in the study's Optuna storage, which is the single record reports and resu
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 #: Progress events the CLI turns into lines: {"event": "trial_start" | "epoch" | "trial_end", ...}.
 OnEvent = Callable[[Mapping[str, Any]], None]

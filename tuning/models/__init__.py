@@ -7,7 +7,8 @@ model needs no outside code to be used.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tuning.errors import UnknownNameError
 

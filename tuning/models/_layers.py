@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 from keras import layers
@@ -16,7 +17,8 @@ def channels(base: int, width: float) -> int:
 
 
 def preprocess(inputs: Any, augmentation: Augmentation) -> Any:
-    """Scale 0-255 to [0, 1], then the preset's random transforms (Keras runs them in training only)."""
+    """Scale 0-255 to [0, 1], then the preset's random transforms (fit trains through them; the saved
+    model is rebuilt without them, see ``tuning.evaluate.inference_model``)."""
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if augmentation.shift:
         x = layers.RandomTranslation(augmentation.shift, augmentation.shift, name="aug_shift")(x)

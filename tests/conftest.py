@@ -1,0 +1,121 @@
+"""Shared fixtures: seeded randomness everywhere, and small real datasets made on disk per session."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TINY_SPACE = """
+model = "{model}"
+
+[base]
+optimizer = "adam"
+learning_rate = 1e-3
+momentum = 0.9
+dropout = 0.0
+augmentation = "small"
+split = "70/15/15"
+epochs = 2
+batch_size = 16
+image_size = 32
+width = 0.125
+dense_units = 16
+
+[params.learning_rate]
+type = "float"
+low = 1e-4
+high = 1e-2
+log = true
+grid = [1e-2, 1e-3]
+
+[params.dropout]
+type = "float"
+low = 0.0
+high = 0.5
+step = 0.1
+
+[params.augmentation]
+type = "choice"
+values = ["none", "small"]
+
+[params.split]
+type = "choice"
+values = ["70/15/15"]
+
+[params.image_size]
+type = "choice"
+values = [32]
+
+[params.width]
+type = "choice"
+values = [0.125]
+
+[params.dense_units]
+type = "choice"
+values = [16]
+
+[params.batch_size]
+type = "choice"
+values = [16]
+
+[params.optimizer]
+type = "choice"
+values = ["adam", "sgd"]
+
+[params.momentum]
+type = "float"
+low = 0.0
+high = 0.99
+when = {{ optimizer = ["sgd"] }}
+
+[augmentation.none]
+
+[augmentation.small]
+shift = 0.05
+rotation = 10.0
+
+[search]
+params = ["learning_rate", "dropout"]
+
+[budgets.quick]
+trials = 2
+epochs = 2
+fixed = {{}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Tests that draw random numbers draw the same ones on every run."""
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-class demo set of 24 images per class at 32-40 px, with raw/<class>/ folders."""
+    from tuning.data.demo import make_demo
+
+    root = tmp_path_factory.mktemp("tiny") / "tiny"
+    make_demo(root / "raw", per_class=24, size=32, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_space(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Write a tiny search-space TOML for a model (32 px, width 0.125) and return its path."""
+    folder = tmp_path_factory.mktemp("spaces")
+
+    def write(model: str) -> Path:
+        path = folder / f"tiny-{model}.toml"
+        path.write_text(TINY_SPACE.format(model=model), encoding="utf-8")
+        return path
+
+    return write

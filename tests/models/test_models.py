@@ -1,0 +1,191 @@
+"""Smoke and structure tests for every registered model, and for the augmentation block they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from tuning.errors import UnknownNameError
+from tuning.models import build_model, get_model_fn, known_models
+from tuning.models._layers import preprocess
+from tuning.space import Augmentation, SearchSpace, load_space
+from tuning.train import compile_model
+
+N_CLASSES = 3
+MODELS = known_models()
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+
+
+def _space(model: str) -> SearchSpace:
+    """Each registered model ships a built-in space of the same name."""
+    return load_space(model)
+
+
+def _params(space: SearchSpace, **chosen: Any) -> dict[str, Any]:
+    """The space's base values, small by default so a build takes a fraction of a second."""
+    small = {"width": min(space.params["width"].values), "dense_units": min(space.params["dense_units"].values)}
+    params = space.resolve({**small, **chosen})
+    return {**params, "augmentation": space.augmentation(str(params["augmentation"]))}
+
+
+def _images(n: int, size: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+PRESETS = [
+    pytest.param(model, preset, id=f"{model}-{preset}")
+    for model in MODELS
+    for preset in _space(model).params["augmentation"].values
+]
+# Tracing a train step costs seconds, so each preset trains at one size, the sizes taking turns: every preset
+# and every size of each model still trains once.
+TRAIN_CASES = [
+    pytest.param(model, preset, sizes[i % len(sizes)], id=f"{model}-{preset}-{sizes[i % len(sizes)]}px")
+    for model in MODELS
+    for sizes in [_space(model).params["image_size"].values]
+    for i, preset in enumerate(_space(model).params["augmentation"].values)
+]
+
+
+def test_registry_lists_the_study_models() -> None:
+    assert MODELS == ["alexnet", "vgg16"]
+    assert all(_space(model).model == model for model in MODELS)
+
+
+@pytest.mark.parametrize("model, preset", PRESETS)
+def test_builds_for_every_image_size(model: str, preset: str) -> None:
+    space = _space(model)
+    for size in space.params["image_size"].values:
+        net = build_model(model, _params(space, augmentation=preset, image_size=size), (size, size, 3), N_CLASSES)
+        assert net.input_shape == (None, size, size, 3), size
+        assert net.output_shape == (None, N_CLASSES), size
+
+
+@pytest.mark.parametrize("model, preset, size", TRAIN_CASES)
+def test_trains_one_step(model: str, preset: str, size: int) -> None:
+    space = _space(model)
+    params = _params(space, augmentation=preset, image_size=size)
+    net = build_model(model, params, (size, size, 3), N_CLASSES)
+    compile_model(net, params)
+    x = _images(4, size)
+    y = keras.utils.to_categorical([0, 1, 2, 0], N_CLASSES)
+    before = [w.copy() for w in net.get_weights()]
+    loss = net.train_on_batch(x, y, return_dict=True)["loss"]
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))  # the step updated weights
+
+
+def test_train_cases_cover_every_preset_and_size() -> None:
+    for model in MODELS:
+        cases = [p.values for p in TRAIN_CASES if p.values[0] == model]
+        space = _space(model)
+        assert {preset for _, preset, _ in cases} == set(space.params["augmentation"].values)
+        assert {size for _, _, size in cases} == set(space.params["image_size"].values)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_trains_with_sgd_and_momentum(model: str) -> None:
+    space = _space(model)
+    params = _params(space, optimizer="sgd", momentum=0.9, image_size=64)
+    net = build_model(model, params, (64, 64, 3), N_CLASSES)
+    compile_model(net, params)
+    assert isinstance(net.optimizer, keras.optimizers.SGD)
+    assert float(net.optimizer.momentum) == pytest.approx(0.9)
+    loss = net.train_on_batch(_images(4, 64), keras.utils.to_categorical([0, 1, 2, 1], N_CLASSES), return_dict=True)
+    assert np.isfinite(loss["loss"])
+
+
+def test_unknown_model_lists_known() -> None:
+    with pytest.raises(UnknownNameError, match=r"^unknown model 'nope'; known: alexnet, vgg16$"):
+        get_model_fn("nope")
+    with pytest.raises(UnknownNameError, match="known: alexnet, vgg16"):
+        build_model("nope", {}, (64, 64, 3), N_CLASSES)
+
+
+# ----- augmentation: training only ------------------------------------------------------------------------
+AUGMENTING = [name for name, aug in load_space("vgg16").augmentations.items() if not aug.is_identity]
+
+
+def _preprocessor(augmentation: Augmentation, size: int = 32) -> keras.Model:
+    inputs = keras.Input(shape=(size, size, 3))
+    return keras.Model(inputs, preprocess(inputs, augmentation))
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_changes_training_batches_only(preset: str) -> None:
+    net = _preprocessor(load_space("vgg16").augmentation(preset))
+    x = _images(4, 32)
+    rescaled = x.astype(np.float64) / 255.0
+    first = keras.ops.convert_to_numpy(net(x, training=True))
+    second = keras.ops.convert_to_numpy(net(x, training=True))
+    inference = keras.ops.convert_to_numpy(net(x, training=False))
+    assert first.shape == second.shape == inference.shape == x.shape
+    assert np.abs(first - rescaled).max() > 0.05
+    assert np.abs(second - rescaled).max() > 0.05
+    assert not np.allclose(first, second)  # fresh random transforms every batch
+    np.testing.assert_allclose(inference, rescaled, rtol=0, atol=1e-6)
+    # predict (what evaluate and export use) runs in inference mode too.
+    np.testing.assert_allclose(net.predict(x, verbose=0), rescaled, rtol=0, atol=1e-6)
+
+
+def test_identity_preset_only_rescales() -> None:
+    identity = load_space("vgg16").augmentation("none")
+    assert identity.is_identity
+    net = _preprocessor(identity)
+    assert [type(layer).__name__ for layer in net.layers] == ["InputLayer", "Rescaling"]
+    x = _images(2, 32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x, training=True)), x / 255.0, rtol=0, atol=1e-6)
+
+
+# ----- the study's architectures --------------------------------------------------------------------------
+def _count(net: keras.Model, kind: type) -> int:
+    return sum(isinstance(layer, kind) for layer in net.layers)
+
+
+@pytest.mark.parametrize(
+    "model, conv, pool, dense, dropout",
+    [("vgg16", 12, 4, 3, 2), ("alexnet", 5, 3, 3, 3)],
+)
+def test_layer_counts_match_the_study(model: str, conv: int, pool: int, dense: int, dropout: int) -> None:
+    space = _space(model)
+    net = build_model(model, _params(space, image_size=64), (64, 64, 3), N_CLASSES)
+    assert _count(net, keras.layers.Conv2D) == conv
+    assert _count(net, keras.layers.MaxPooling2D) == pool
+    assert _count(net, keras.layers.Dense) == dense
+    assert _count(net, keras.layers.Dropout) == dropout
+    assert net.layers[-1].name == "predictions"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_dropout_and_dense_units_come_from_params(model: str) -> None:
+    space = _space(model)
+    net = build_model(model, _params(space, image_size=64, dropout=0.3), (64, 64, 3), N_CLASSES)
+    units = min(space.params["dense_units"].values)
+    assert [layer.rate for layer in net.layers if isinstance(layer, keras.layers.Dropout)] == pytest.approx(
+        [0.3] * _count(net, keras.layers.Dropout)
+    )
+    assert [layer.units for layer in net.layers if isinstance(layer, keras.layers.Dense)] == [units, units, N_CLASSES]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_width_scales_parameter_count(model: str) -> None:
+    space = _space(model)
+    counts = [
+        build_model(model, _params(space, image_size=64, width=w), (64, 64, 3), N_CLASSES).count_params()
+        for w in (0.25, 0.5, 1.0)
+    ]
+    assert counts[0] < counts[1] < counts[2]
+    conv = [
+        [layer.filters for layer in build_model(model, _params(space, image_size=64, width=w), (64, 64, 3),
+                                                N_CLASSES).layers if isinstance(layer, keras.layers.Conv2D)]
+        for w in (0.5, 1.0)
+    ]
+    assert [2 * f for f in conv[0]] == conv[1]

@@ -1,0 +1,409 @@
+"""Tests for search spaces: the built-in declarations, their three renderings and every bad-TOML message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import optuna
+import pytest
+
+from search_spaces import builtin_names, builtin_path
+from tuning.errors import SpaceError, UnknownNameError
+from tuning.space import Bool, Choice, Float, Int, SearchSpace, load_space
+
+BUILTINS = builtin_names()
+N_TRIALS = 20
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    keras.utils.set_random_seed(0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(params=BUILTINS)
+def space(request: pytest.FixtureRequest) -> SearchSpace:
+    return load_space(request.param)
+
+
+def _optuna_values(space: SearchSpace, *, seed: int = 0, n_trials: int = N_TRIALS) -> list[tuple[dict, dict]]:
+    """(values returned by suggest_optuna, trial.params) for each trial of a real random-sampler study."""
+    seen: list[tuple[dict, dict]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        values = space.suggest_optuna(trial)
+        seen.append((values, dict(trial.params)))
+        return 0.0
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    assert len(study.trials) == n_trials
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return seen
+
+
+def _kt_values(space: SearchSpace, *, n_trials: int = N_TRIALS) -> tuple[kt.HyperParameters, list[dict]]:
+    """Declare once, then sample every active declared hp the way an oracle populates a trial."""
+    declared = kt.HyperParameters()
+    space.define_kerastuner(declared)
+    samples = []
+    for seed in range(n_trials):
+        hp = declared.copy()
+        for h in hp.space:  # declaration order, so a parent is set before its conditional children
+            if hp.is_active(h):
+                hp.values[h.name] = h.random_sample(seed)
+        samples.append(space.define_kerastuner(hp))
+    return declared, samples
+
+
+def _assert_legal(space: SearchSpace, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        assert space.params[name].contains(value), f"{name}={value!r} is not legal"
+    # Exactly the active parameters: the same names that resolving these choices gives.
+    assert list(values) == list(space.resolve(values))
+
+
+# ----- rendering: Optuna and Keras Tuner see the same declaration -----------------------------------------
+def test_optuna_renders_every_param_legally(space: SearchSpace) -> None:
+    everything = space.with_search(list(space.params))
+    names: set[str] = set()
+    for values, trial_params in _optuna_values(everything):
+        _assert_legal(everything, values)
+        assert trial_params == values  # all searched, so Optuna records every active value
+        names |= set(values)
+    assert names == set(space.params)
+
+
+def test_kerastuner_declares_every_param_like_the_file(space: SearchSpace) -> None:
+    everything = space.with_search(list(space.params))
+    declared, samples = _kt_values(everything)
+    assert [h.name for h in declared.space] == list(space.params)
+    for h in declared.space:
+        param = space.params[h.name]
+        if isinstance(param, Float):
+            assert isinstance(h, kt.engine.hyperparameters.Float)
+            assert (h.min_value, h.max_value, h.step) == (param.low, param.high, param.step)
+            assert h.sampling == ("log" if param.log else "linear")
+        elif isinstance(param, Int):
+            assert isinstance(h, kt.engine.hyperparameters.Int)
+            assert (h.min_value, h.max_value, h.step) == (param.low, param.high, param.step)
+        elif isinstance(param, Choice):
+            assert isinstance(h, kt.engine.hyperparameters.Choice)
+            assert list(h.values) == list(param.values)
+        else:
+            assert isinstance(param, Bool) and isinstance(h, kt.engine.hyperparameters.Boolean)
+    names: set[str] = set()
+    for values in samples:
+        _assert_legal(everything, values)
+        names |= set(values)
+    assert names == set(space.params)
+
+
+def test_both_backends_give_the_same_names(space: SearchSpace) -> None:
+    everything = space.with_search(list(space.params))
+    optuna_names = {frozenset(v) for v, _ in _optuna_values(everything)}
+    kt_names = {frozenset(v) for v in _kt_values(everything)[1]}
+    assert optuna_names == kt_names == {frozenset(space.params), frozenset(space.params) - {"momentum"}}
+
+
+def test_default_search_renders_only_searched_params(space: SearchSpace) -> None:
+    declared = kt.HyperParameters()
+    values = space.define_kerastuner(declared)
+    assert [h.name for h in declared.space] == list(space.search)
+    assert values == space.resolve({name: values[name] for name in space.search})
+    for values, trial_params in _optuna_values(space, n_trials=5):
+        assert set(trial_params) == set(space.search)
+        assert values == space.resolve(trial_params)
+
+
+# ----- conditional parameters ----------------------------------------------------------------------------
+def test_momentum_only_with_sgd_in_optuna(space: SearchSpace) -> None:
+    everything = space.with_search(list(space.params))
+    optimizers = set()
+    for values, trial_params in _optuna_values(everything, seed=1, n_trials=30):
+        optimizers.add(values["optimizer"])
+        assert ("momentum" in trial_params) == (values["optimizer"] == "sgd")
+        assert ("momentum" in values) == (values["optimizer"] == "sgd")
+    assert optimizers == {"adam", "sgd"}  # both branches were exercised
+
+
+def test_fixed_trial_adam_has_no_momentum_sgd_has_it(space: SearchSpace) -> None:
+    everything = space.with_search(list(space.params))
+    chosen = {name: space.base[name] for name in space.params}
+    adam = everything.suggest_optuna(optuna.trial.FixedTrial({**chosen, "optimizer": "adam"}))
+    assert adam["optimizer"] == "adam" and "momentum" not in adam
+    sgd = everything.suggest_optuna(optuna.trial.FixedTrial({**chosen, "optimizer": "sgd", "momentum": 0.5}))
+    assert sgd["momentum"] == 0.5
+
+
+def test_momentum_declared_under_optimizer_condition_in_kerastuner(space: SearchSpace) -> None:
+    """A fresh HyperParameters holds optimizer='adam', yet momentum must be declared so oracles sample it."""
+    hp = kt.HyperParameters()
+    values = space.with_search(["optimizer", "momentum"]).define_kerastuner(hp)
+    assert values["optimizer"] == "adam" and "momentum" not in values
+    momentum = next(h for h in hp.space if h.name == "momentum")
+    assert [(c.name, list(c.values)) for c in momentum.conditions] == [("optimizer", ["sgd"])]
+    assert not hp.is_active("momentum")
+    hp.values["optimizer"] = "sgd"
+    assert hp.is_active("momentum")
+
+
+def test_momentum_follows_base_optimizer_when_optimizer_not_searched(space: SearchSpace) -> None:
+    hp = kt.HyperParameters()
+    assert "momentum" not in space.with_search(["momentum"]).define_kerastuner(hp)
+    assert hp.space == []  # adam in base: momentum can never be active, so it is not declared
+    sgd = space.with_base({"optimizer": "sgd"}).with_search(["momentum"])
+    hp = kt.HyperParameters()
+    assert "momentum" in sgd.define_kerastuner(hp)
+    assert [h.name for h in hp.space] == ["momentum"] and hp.space[0].conditions == []
+
+
+# ----- narrowing and round trips --------------------------------------------------------------------------
+def test_resolve_empty_gives_base_without_inactive(space: SearchSpace) -> None:
+    resolved = space.resolve({})
+    assert space.base["optimizer"] == "adam"
+    assert resolved == {name: space.base[name] for name in space.params if name != "momentum"}
+    with_sgd = space.resolve({"optimizer": "sgd"})
+    assert with_sgd["momentum"] == space.base["momentum"]
+    assert "epochs" not in resolved  # a run setting, not a parameter
+
+
+def test_with_budget_quick_pins_and_unsearches(space: SearchSpace) -> None:
+    narrowed, budget = space.with_budget("quick")
+    assert budget.fixed and set(budget.fixed) <= set(space.params)
+    assert narrowed.base["epochs"] == budget.epochs
+    for name, value in budget.fixed.items():
+        assert narrowed.base[name] == value
+        assert name not in narrowed.search
+        assert narrowed.resolve({})[name] == value
+    wide, _ = space.with_search(list(space.params)).with_budget("quick")
+    assert set(wide.search) == set(space.params) - set(budget.fixed)
+
+
+def test_with_budget_unknown_lists_known(space: SearchSpace) -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown budget 'huge'; known: full, quick"):
+        space.with_budget("huge")
+
+
+def test_with_search_rejects_unknown_and_lists_known(space: SearchSpace) -> None:
+    with pytest.raises(UnknownNameError) as info:
+        space.with_search(["learning_rate", "lr"])
+    message = str(info.value)
+    assert "unknown parameter 'lr'" in message
+    assert "known: " + ", ".join(sorted(space.params)) in message
+
+
+def test_with_search_keeps_declaration_order(space: SearchSpace) -> None:
+    assert space.with_search(["split", "learning_rate"]).search == ("learning_rate", "split")
+
+
+def test_dict_round_trip(space: SearchSpace) -> None:
+    assert SearchSpace.from_dict(space.to_dict(), source=space.source) == space
+    narrowed = space.with_budget("quick")[0]
+    assert SearchSpace.from_dict(narrowed.to_dict(), source=space.source) == narrowed
+
+
+# ----- the study's staged plan and the test share ---------------------------------------------------------
+STUDY_LR = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+STUDY_DROPOUT = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@pytest.mark.parametrize(
+    "name, order",
+    [
+        ("vgg16", ["learning_rate", "dropout", "augmentation", "split"]),
+        ("alexnet", ["learning_rate", "augmentation", "dropout", "split"]),
+    ],
+)
+def test_staged_stages_follow_the_study(name: str, order: list[str]) -> None:
+    space = load_space(name)
+    stages = dict(space.staged_stages())
+    assert [axis for axis, _ in space.staged_stages()] == order
+    assert stages["learning_rate"] == pytest.approx(STUDY_LR, rel=1e-12)
+    assert stages["dropout"] == pytest.approx(STUDY_DROPOUT, abs=1e-12)
+    assert stages["augmentation"] == tuple(space.augmentations)
+    assert stages["split"] == ("70/15/15", "80/10/10", "60/20/20")
+
+
+def test_test_fraction_is_largest_searchable_test_share(space: SearchSpace) -> None:
+    assert "split" in space.search
+    assert space.test_fraction() == pytest.approx(0.2)
+    assert space.with_search(["learning_rate"]).test_fraction() == pytest.approx(0.15)
+    assert space.with_base({"split": "80/10/10"}).with_search(["dropout"]).test_fraction() == pytest.approx(0.1)
+
+
+# ----- bad declarations -----------------------------------------------------------------------------------
+VALID = """\
+model = "vgg16"
+
+[base]
+learning_rate = 1e-3
+dropout = 0.0
+augmentation = "none"
+split = "70/15/15"
+optimizer = "adam"
+momentum = 0.9
+epochs = 2
+batch_size = 32
+image_size = 64
+width = 0.25
+dense_units = 64
+
+[params.batch_size]
+type = "choice"
+values = [32]
+
+[params.image_size]
+type = "choice"
+values = [64]
+
+[params.width]
+type = "choice"
+values = [0.25]
+
+[params.dense_units]
+type = "int"
+low = 16
+high = 128
+step = 16
+
+[params.learning_rate]
+type = "float"
+low = 1e-6
+high = 1e-2
+log = true
+grid = [1e-2, 1e-4]
+
+[params.dropout]
+type = "float"
+low = 0.0
+high = 0.5
+step = 0.1
+
+[params.augmentation]
+type = "choice"
+values = ["none", "small"]
+
+[params.split]
+type = "choice"
+values = ["70/15/15", "60/20/20"]
+
+[params.optimizer]
+type = "choice"
+values = ["adam", "sgd"]
+
+[params.momentum]
+type = "float"
+low = 0.0
+high = 0.99
+when = { optimizer = ["sgd"] }
+
+[augmentation.none]
+
+[augmentation.small]
+shift = 0.05
+
+[staged]
+order = ["learning_rate", "dropout"]
+"""
+
+
+def _edit(old: str, new: str) -> str:
+    assert VALID.count(old) == 1, old
+    return VALID.replace(old, new)
+
+
+BAD = [
+    pytest.param(_edit('type = "float"\nlow = 1e-6', 'type = "real"\nlow = 1e-6'),
+                 ["params.learning_rate", "unknown type 'real'", "known: float, int, choice, bool"], id="unknown-type"),
+    pytest.param(_edit("low = 0.0\nhigh = 0.5", "low = 0.6\nhigh = 0.5"),
+                 ["params.dropout", "low <= high", "low=0.6, high=0.5"], id="low-above-high"),
+    pytest.param(_edit("log = true\n", "log = true\nstep = 1e-6\n"),
+                 ["params.learning_rate", "log and step cannot be used together"], id="log-with-step"),
+    pytest.param(_edit('values = ["adam", "sgd"]', "values = []"),
+                 ["params.optimizer", "values must not be empty"], id="empty-choice"),
+    pytest.param(_edit("optimizer = [\"sgd\"]", "solver = [\"sgd\"]"),
+                 ["params.momentum", "condition on 'solver'", "not a parameter"], id="condition-on-missing"),
+    pytest.param("name = \"x\"\n" + VALID,
+                 ["top level", "unknown key 'name'", "known: "], id="unknown-top-level-key"),
+    pytest.param(_edit("high = 0.99\n", "high = 0.99\ndefault = 0.9\n"),
+                 ["params.momentum", "unknown key 'default'", "known: grid, high, log, low, step, type, when"],
+                 id="unknown-param-key"),
+    pytest.param(_edit("dropout = 0.0\n", ""),
+                 ["base.dropout", "missing"], id="missing-base"),
+    pytest.param(_edit("dropout = 0.0\n", "dropout = 0.7\n"),
+                 ["base.dropout", "0.7 is not a legal value", "[0.0, 0.5]"], id="base-out-of-range"),
+    pytest.param(_edit('"60/20/20"]', '"60/30/20"]'),
+                 ["params.split", "'60/30/20' is not a split", "summing to 100"], id="bad-split"),
+    pytest.param(_edit('["none", "small"]', '["none", "small", "huge"]'),
+                 ["params.augmentation", "'huge'", "known: none, small"], id="undeclared-preset"),
+    pytest.param(_edit("[params.width]\ntype = \"choice\"\nvalues = [0.25]\n\n", "").replace("width = 0.25\n", ""),
+                 ["params.width", "missing", "training needs it"], id="missing-required-param"),
+    pytest.param(_edit('[params.split]', '[params.split'),
+                 ["not valid TOML", "line"], id="not-toml"),
+]
+
+
+def test_minimal_space_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "mini.toml"
+    path.write_text(VALID, encoding="utf-8")
+    space = SearchSpace.from_toml(path)
+    assert space.source == str(path)
+    assert space.search == tuple(space.params)
+    assert space.test_fraction() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("text, expected", BAD)
+def test_bad_toml_names_file_key_and_problem(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpaceError) as info:
+        SearchSpace.from_toml(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_missing_file_is_a_space_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(SpaceError, match="no such search-space file"):
+        load_space(path)
+
+
+# ----- loading by name or by path -------------------------------------------------------------------------
+def test_builtins_are_vgg16_and_alexnet() -> None:
+    assert BUILTINS == ["alexnet", "vgg16"]
+    for name in BUILTINS:
+        assert load_space(name).model == name
+        assert load_space(name).source == f"search_spaces/{name}.toml"
+
+
+def test_unknown_space_lists_builtins() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown search space 'vgg19'; known: alexnet, vgg16"):
+        load_space("vgg19")
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_user_path_loads_like_builtin(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"my_{name}.toml"
+    path.write_text(builtin_path(name).read_text(encoding="utf-8"), encoding="utf-8")
+    for arg in (path, str(path)):
+        user = load_space(arg)
+        assert user.source == str(path)
+        assert SearchSpace.from_dict(user.to_dict(), source="x") == SearchSpace.from_dict(
+            load_space(name).to_dict(), source="x"
+        )
+
+
+def test_user_file_errors_name_the_user_file(tmp_path: Path) -> None:
+    """A user file named like a built-in reports its own path, not the built-in's."""
+    path = tmp_path / "vgg16.toml"
+    path.write_text(builtin_path("vgg16").read_text(encoding="utf-8").replace("dropout = 0.0", "dropout = 0.9"),
+                    encoding="utf-8")
+    with pytest.raises(SpaceError, match="^" + re.escape(f"{path}: base.dropout")):
+        load_space(path)
