@@ -21,7 +21,10 @@ from tuning import _io
 from tuning.data.images import IMAGE_SUFFIXES, load_rgb, to_rgb
 from tuning.errors import DataError
 
-MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "group", "status", "source_url", "license")
+MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "group", "status", "source_url", "license",
+                    "creator")
+#: Columns a collector or a person fills in; re-describing a file never overwrites them.
+PROVENANCE = ("source_url", "license", "creator")
 CACHE_VERSION = 1
 Progress = Callable[[int, int], None]
 
@@ -95,21 +98,36 @@ def _describe(dataset: Path, rel: str) -> dict[str, str]:
 
 
 def build_manifest(dataset: Path, *, progress: Progress | None = None) -> list[dict[str, str]]:
-    """Scan raw/, hash and check every file, mark byte-identical copies; rows of existing manifest kept."""
+    """Scan raw/, hash and check every file, mark byte-identical copies.
+
+    Rows already in the manifest are kept as they are; rows without a hash (written by a collector) are
+    described now, keeping their provenance columns and a person's ``rejected`` status.
+    """
     dataset = Path(dataset)
     existing = {row["path"]: row for row in read_manifest(dataset)} if (dataset / "manifest.csv").exists() else {}
     files = _scan(dataset)
-    todo = [rel for rel, _ in files if rel not in existing]
+    todo = [rel for rel, _ in files if not existing.get(rel, {}).get("sha256")]
     described: dict[str, dict[str, str]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         for i, (rel, row) in enumerate(zip(todo, pool.map(lambda r: _describe(dataset, r), todo)), start=1):
             described[rel] = row
             if progress:
                 progress(i, len(todo))
-    rows = [existing.get(rel) or {**described[rel], "path": rel, "label": label} for rel, label in files]
+    rows = [_merge(existing.get(rel), described.get(rel), rel, label) for rel, label in files]
     _mark_exact_copies(rows)
     write_manifest(dataset, rows)
     return rows
+
+
+def _merge(old: dict[str, str] | None, new: dict[str, str] | None, rel: str, label: str) -> dict[str, str]:
+    if new is None:
+        return old  # type: ignore[return-value]  # described rows are exactly those missing from ``old``
+    row = {**new, "path": rel, "label": label}
+    if old:
+        row.update({k: old[k] for k in PROVENANCE if old.get(k)})
+        if old.get("status") == "rejected":
+            row["status"] = "rejected"
+    return row
 
 
 def _mark_exact_copies(rows: list[dict[str, str]]) -> None:
