@@ -89,6 +89,86 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, seed: int) -> 
         click.echo(f"    {path}: {reason}")
 
 
+@data.command("collect")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder (images go to OUT/raw/).")
+@click.option("--query", "queries", multiple=True, required=True, metavar="CLASS=TEXT",
+              help="A search for one class; repeat it (several per class are mixed).")
+@click.option("--per-class", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--provider", type=click.Choice(["bing", "openverse", "wikimedia"]), default="openverse",
+              show_default=True, help="bing needs --endpoint and the BING_SEARCH_KEY environment variable.")
+@click.option("--endpoint", default=None, help="API base URL [openverse and wikimedia: the public one].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds to connect or to wait for data.")
+@click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True, help="Parallel downloads.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
+              help="Skip images larger than this.")
+@handle_errors
+def data_collect(out: Path, queries: tuple[str, ...], per_class: int, provider: str, endpoint: str | None,
+                 timeout: float, workers: int, max_bytes: int) -> None:
+    """Download images for each --query CLASS=TEXT into OUT/raw/CLASS/, recording sources in OUT/manifest.csv."""
+    from tuning.data.collect import collect
+
+    tty = sys.stdout.isatty()
+
+    def show(p: Any) -> None:
+        if tty:
+            click.echo(f"\r  {p.label:<16} {p.saved:>6}/{p.target} saved, {p.skipped} skipped", nl=False)
+
+    result = collect(out, list(queries), per_class=per_class, provider=provider, endpoint=endpoint,
+                     api_key=os.environ.get("BING_SEARCH_KEY") if provider == "bing" else None, timeout=timeout,
+                     workers=workers, max_bytes=max_bytes, progress=show)
+    click.echo(("\n" if tty else "") + f"Collected {sum(result.new.values())} new images from {provider} "
+               f"into {out / 'raw'} in {result.seconds:.1f}s")
+    for label, n in result.saved.items():
+        short = result.shortfall[label]
+        click.echo(f"  {label:<16} {n:>6}/{per_class}" + (f"  ({short} short: the results ran out)" if short else ""))
+    click.echo(f"Skipped {len(result.skipped)} image(s)")
+    for reason, n in result.reasons().most_common():
+        click.echo(f"  {reason:<28} {n:>6}")
+    for query, reason in result.search_errors:
+        click.echo(f"Search '{query}' stopped early: {reason}")
+    click.echo(f"Manifest: {result.manifest}")
+
+
+@data.command("review")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="FILE_OR_DIR",
+              help="Folder for the pages, or the index .html file [DATASET/review/].")
+@click.option("--apply", "rejects", type=click.Path(path_type=Path), multiple=True, metavar="REJECTS",
+              help="Mark the paths or file names listed in a saved rejects.txt 'rejected' (repeatable).")
+@handle_errors
+def data_review(dataset: Path, out: Path | None, rejects: tuple[Path, ...]) -> None:
+    """Write HTML contact sheets to tick bad images (DATASET/review/), or --apply the saved rejects.txt."""
+    from tuning.data.review import apply_rejects, write_review
+
+    if rejects:
+        if out is not None:
+            raise click.UsageError("--out and --apply cannot be used together")
+        done = apply_rejects(dataset, *rejects)
+        click.echo(f"Marked {len(done.marked)} image(s) rejected in {done.manifest}"
+                   f"{f' ({len(done.unchanged)} already excluded)' if done.unchanged else ''}")
+        for name in done.not_found:
+            click.echo(f"  not found: {name}")
+        for name, hits in done.ambiguous.items():
+            click.echo(f"  ambiguous, not marked: {name} (matches {', '.join(hits)})")
+        return
+    start, tty = time.perf_counter(), sys.stdout.isatty()
+
+    def progress(i: int, n: int) -> None:
+        if tty and (i == n or i % 25 == 0):
+            click.echo(f"\rThumbnails {i}/{n} ({i / (time.perf_counter() - start):.0f}/s)", nl=i == n)
+
+    review = write_review(dataset, out=out, progress=progress)
+    click.echo(("Built manifest.csv; w" if review.built_manifest else "W") + f"rote {len(review.sheets)} class "
+               f"page(s) in {time.perf_counter() - start:.1f}s -> {review.index}")
+    for s in review.sheets:
+        click.echo(f"  {s.label:<16} {s.images:>6} images {s.duplicate_groups:>4} duplicate groups "
+                   f"{s.unreadable:>4} unreadable {s.rejected:>4} rejected  {s.page.name}")
+    for path, reason in review.thumbnail_errors:
+        click.echo(f"  no thumbnail: {path}: {reason}")
+    click.echo(f"Tick images, press 'Save rejects', then: tuning data review {dataset} --apply rejects.txt")
+
+
 # ----- search --------------------------------------------------------------------------------------------
 def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
     """Live lines: one per epoch on a terminal (overwritten), one per finished trial always."""
@@ -166,9 +246,17 @@ def _summary(outcome: Any) -> None:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("datasets/demo"),
               show_default=True, help="Dataset folder with raw/<class>/ images.")
 @click.option("--space", default=None, help="Search-space TOML file [the model's built-in one].")
-@click.option("--engine", default="optuna", show_default=True)
-@click.option("--sampler", default="tpe", show_default=True, help="tpe, gp, cmaes, random or grid.")
-@click.option("--pruner", default="median", show_default=True, help="median or none.")
+@click.option("--engine", default="optuna", show_default=True, help="optuna, kerastuner or staged (the study's "
+              "one-factor-at-a-time procedure).")
+@click.option("--sampler", default="auto", show_default=True,
+              help="optuna: tpe (auto), gp, cmaes, random, grid; kerastuner: bayesian (auto), random, hyperband.")
+@click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none (optuna).")
+@click.option("--objective", default="val_accuracy", show_default=True, help="val_accuracy or val_loss.")
+@click.option("--repeats", type=int, default=1, show_default=True,
+              help="Train each configuration with this many seeds; the objective is their mean.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes (optuna engine).")
+@click.option("--max-failures", type=click.IntRange(min=0), default=0,
+              help="Stop after this many failed trials [0: max(3, trials)].")
 @click.option("--budget", default="auto", show_default=True,
               help="quick, full (the study's settings) or auto: full on a GPU, quick otherwise.")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
@@ -178,26 +266,35 @@ def _summary(outcome: Any) -> None:
 @click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @handle_errors
-def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, budget: str,
-           trials: int | None, epochs: int | None, params: str | None, study: str | None, storage: str | None,
-           seed: int) -> None:
+def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
+           repeats: int, workers: int, max_failures: int, budget: str, trials: int | None, epochs: int | None,
+           params: str | None, study: str | None, storage: str | None, seed: int) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
     request = SearchRequest(
-        model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, budget=budget,
+        model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
+        repeats=repeats, workers=workers, max_failures=max_failures, budget=budget,
         trials=trials, epochs=epochs, study=study, storage=storage, seed=seed,
         params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
     )
     _quiet_libraries()
-    _summary(run_search(request, on_event=_progress_printer()))
+    try:
+        outcome = run_search(request, on_event=_progress_printer())
+    except KeyboardInterrupt:
+        raise click.ClickException("stopped; the running trial is marked failed. Rerun the same command to "
+                                   "continue the study") from None
+    if outcome is None:
+        click.echo("Keras Tuner worker finished its trials; the chief retrains, tests and reports.")
+        return
+    _summary(outcome)
 
 
 def _quiet_libraries() -> None:
     """Our progress lines replace Optuna's per-trial log."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 # ----- results -------------------------------------------------------------------------------------------
@@ -332,6 +429,7 @@ def models_show(name: str, size: int, budget: str, plot: Path | None) -> None:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach `make ... | tee log` as they happen
     cli(prog_name="tuning")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,8 +23,12 @@ class SearchRequest:
     data: Path
     space: str | None = None
     engine: str = "optuna"
-    sampler: str = "tpe"
+    sampler: str = "auto"
     pruner: str = "median"
+    objective: str = "val_accuracy"
+    repeats: int = 1
+    workers: int = 1
+    max_failures: int = 0
     budget: str = "auto"
     trials: int | None = None
     epochs: int | None = None
@@ -54,26 +59,53 @@ def study_folder(study: str, runs: Path = Path("runs")) -> Path:
     return Path(study) if "/" in study else Path(runs) / study
 
 
+DEFAULT_SAMPLERS = {"optuna": "tpe", "kerastuner": "bayesian", "staged": "one-factor-at-a-time"}
+OBJECTIVES = ("val_accuracy", "val_loss")
+
+
 def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int, int]:
     """The narrowed space plus (trials, epochs) after the budget and the explicit options."""
+    from tuning.engines.staged import plan_size
+
     space = load_space(request.space or request.model)
     space, chosen = space.with_budget(budget)
     if request.params is not None:
         space = space.with_search(request.params)
+    elif request.engine == "staged":
+        space = space.with_search([p for p in space.staged_order if p not in chosen.fixed])
     epochs = request.epochs or chosen.epochs
     space = space.with_base({"epochs": epochs})
-    return space, request.trials or chosen.trials, epochs
+    trials = plan_size(space) if request.engine == "staged" else request.trials or chosen.trials
+    if request.engine == "optuna" and request.sampler == "grid":
+        grid = math.prod(len(space.params[p].grid_values()) for p in space.search)
+        trials = min(trials, grid)  # the grid sampler repeats points once every one was tried
+    return space, trials, epochs
 
 
-def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome:
-    """Run (or resume) the study and everything after it; returns what the summary shows."""
+def _check_request(request: SearchRequest) -> None:
+    if request.engine not in ENGINES:
+        raise UnknownNameError("engine", request.engine, ENGINES)
+    if request.objective not in OBJECTIVES:
+        raise UnknownNameError("objective", request.objective, OBJECTIVES)
+    if request.workers > 1 and request.engine != "optuna":
+        raise StudyError(f"--workers applies to the optuna engine; {request.engine} runs one trial at a time here "
+                         "(Keras Tuner scales out with its own chief/worker mode, see the README)")
+    for name in ("repeats", "workers"):
+        if getattr(request, name) < 1:
+            raise StudyError(f"--{name} must be >= 1, got {getattr(request, name)}")
+
+
+def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | None:
+    """Run (or resume) the study and everything after it; returns what the summary shows.
+
+    Returns None in a Keras Tuner worker process: the chief finishes the study.
+    """
     from tuning import runtime
     from tuning.data.prepare import raw_dir
     from tuning.models import get_model_fn
 
     start = time.perf_counter()
-    if request.engine not in ENGINES:
-        raise UnknownNameError("engine", request.engine, ENGINES)
+    _check_request(request)
     get_model_fn(request.model)
     raw_dir(request.data)
     settings = runtime.resolve()
@@ -87,8 +119,10 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome:
     folder = study_folder(name, request.runs)
     config = StudyConfig(
         name=Path(name).name, model=request.model, dataset=Path(request.data).as_posix(), engine=request.engine,
-        sampler=request.sampler, pruner=request.pruner, budget=budget, trials=trials, epochs=epochs,
-        seed=request.seed, storage=request.storage or default_storage(folder), space=space.to_dict(),
+        sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
+        pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
+        epochs=epochs, seed=request.seed, storage=request.storage or default_storage(folder), space=space.to_dict(),
+        objective=request.objective, repeats=request.repeats, max_failures=request.max_failures,
         runtime=settings, versions=package_versions(),
     )
     _check_resume(folder, config)
@@ -96,28 +130,64 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome:
     runtime.apply(settings)
     on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
 
-    from tuning.engines import optuna_engine
+    from tuning.engines import run_engine
+    from tuning.engines._common import counts, wait_for_others
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
     from tuning.train import TrialData
 
     data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
-    study = optuna_engine.run(config, space, data, folder, on_event=on_event)
+    helpers = _start_workers(request, folder, request.workers - 1)
+    try:
+        study = run_engine(config, space, data, folder, on_event=on_event)
+    finally:
+        for process in helpers:
+            process.join()
+    if request.engine == "kerastuner":
+        from tuning.engines.kerastuner_engine import is_worker
+
+        if is_worker():
+            return None
+    wait_for_others(study)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
-    best = max(complete, key=lambda t: t.value)
+    best = (min if config.objective == "val_loss" else max)(complete, key=lambda t: t.value)
     best_params = space.resolve(best.params)
     on_event({"event": "retrain", "params": best_params})
     metrics = retrain_and_test(config, space, data, best_params, folder)
     report = build_report(folder)
     model = export_study(folder)
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-    return SearchOutcome(folder, config, best_params, best.value, best.number, counts, metrics, report, model,
+    return SearchOutcome(folder, config, best_params, best.value, best.number, counts(study), metrics, report, model,
                          time.perf_counter() - start, reduced=_reduced(space, budget))
+
+
+def _start_workers(request: SearchRequest, folder: Path, n: int) -> list[Any]:
+    """``n`` more local processes that run trials of the same study, then exit (the caller finishes it)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow state is not forkable
+    processes = [context.Process(target=_worker_main, args=(request, folder), daemon=False) for _ in range(n)]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def _worker_main(request: SearchRequest, folder: Path) -> None:
+    """A --workers helper process: trials only, quietly; the study and config already exist."""
+    import optuna
+
+    from tuning import runtime
+    from tuning.engines import run_engine
+    from tuning.train import TrialData
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    config = read_config(folder)
+    space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
+    runtime.apply(config.runtime)
+    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
+    run_engine(config, space, data, folder, on_event=lambda event: None)
 
 
 def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:

@@ -86,6 +86,12 @@ class Float(_Param):
     def suggest(self, trial: Any) -> float:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
+    def distribution(self) -> Any:
+        """The Optuna distribution, for trials recorded from other engines."""
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
     def define(self, hp: Any) -> Any:
         return hp.Float(self.name, self.low, self.high, step=self.step, sampling="log" if self.log else "linear")
 
@@ -128,6 +134,11 @@ class Int(_Param):
     def suggest(self, trial: Any) -> int:
         return trial.suggest_int(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def distribution(self) -> Any:
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
     def define(self, hp: Any) -> Any:
         return hp.Int(self.name, self.low, self.high, step=self.step, sampling="log" if self.log else "linear")
 
@@ -165,6 +176,11 @@ class Choice(_Param):
     def suggest(self, trial: Any) -> Value:
         return trial.suggest_categorical(self.name, list(self.values))
 
+    def distribution(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution(list(self.values))
+
     def define(self, hp: Any) -> Any:
         return hp.Choice(self.name, list(self.values))
 
@@ -184,6 +200,11 @@ class Bool(_Param):
 
     def suggest(self, trial: Any) -> bool:
         return trial.suggest_categorical(self.name, [False, True])
+
+    def distribution(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([False, True])
 
     def define(self, hp: Any) -> Any:
         return hp.Boolean(self.name)

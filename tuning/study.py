@@ -36,6 +36,9 @@ class StudyConfig:
     seed: int
     storage: str
     space: dict[str, Any]
+    objective: str = "val_accuracy"
+    repeats: int = 1
+    max_failures: int = 0
     runtime: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 

@@ -48,8 +48,15 @@ class TrialResult:
 
     @property
     def val_accuracy(self) -> float:
-        """The objective: the best validation accuracy over the epochs (NaN when no epoch finished)."""
+        """The best validation accuracy over the epochs (NaN when no epoch finished)."""
         return float(self.history["val_accuracy"][self.best_epoch]) if self.best_epoch >= 0 else math.nan
+
+    def objective(self, name: str) -> float:
+        """``val_accuracy`` (its best epoch) or ``val_loss`` (its lowest epoch); NaN when none finished."""
+        values = [v for v in self.history.get(name, []) if math.isfinite(v)]
+        if not values:
+            return math.nan
+        return max(values) if name == "val_accuracy" else min(values)
 
 
 class TrialData:
@@ -155,8 +162,11 @@ def train_trial(
     start = time.perf_counter()
     model = None
     try:
-        model = build_model(model_name, {**params, "augmentation": space.augmentation(str(params["augmentation"]))},
-                            (size, size, 3), n_classes)
+        try:
+            model = build_model(model_name, {**params, "augmentation": space.augmentation(str(params["augmentation"]))},
+                                (size, size, 3), n_classes)
+        except ValueError as exc:  # e.g. an input too small for the pooling layers
+            return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}")
         compile_model(model, params)
         batch = int(params["batch_size"])
         history = model.fit(

@@ -77,7 +77,7 @@ def _scan(dataset: Path) -> list[tuple[str, str]]:
     return found
 
 
-def _describe(dataset: Path, rel: str) -> dict[str, str]:
+def describe_file(dataset: Path, rel: str) -> dict[str, str]:
     """One manifest row: hashes and size, or an ``unreadable:<reason>`` status."""
     import imagehash
 
@@ -109,7 +109,7 @@ def build_manifest(dataset: Path, *, progress: Progress | None = None) -> list[d
     todo = [rel for rel, _ in files if not existing.get(rel, {}).get("sha256")]
     described: dict[str, dict[str, str]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for i, (rel, row) in enumerate(zip(todo, pool.map(lambda r: _describe(dataset, r), todo)), start=1):
+        for i, (rel, row) in enumerate(zip(todo, pool.map(lambda r: describe_file(dataset, r), todo)), start=1):
             described[rel] = row
             if progress:
                 progress(i, len(todo))

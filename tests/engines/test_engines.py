@@ -1,0 +1,158 @@
+"""The engines on tiny real data with a real Optuna journal storage: staged order and resume, failures,
+seeded reproducibility, Keras Tuner trials recorded in the same storage."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tuning.engines import run_engine
+from tuning.errors import StudyError
+from tuning.pipeline import SearchRequest, resolve_space
+from tuning.space import SearchSpace
+from tuning.study import StudyConfig, default_storage
+from tuning.train import TrialData
+
+STAGED_EXTRA = """
+[staged]
+order = ["learning_rate", "dropout"]
+"""
+
+
+def _setup(tiny_dataset: Path, space_path: Path, folder: Path, **request: object) -> tuple[StudyConfig, SearchSpace,
+                                                                                           TrialData]:
+    req = SearchRequest(model="alexnet", data=tiny_dataset, space=str(space_path), budget="quick", **request)
+    space, trials, epochs = resolve_space(req, "quick")
+    config = StudyConfig(
+        name=folder.name, model="alexnet", dataset=str(tiny_dataset), engine=req.engine,
+        sampler={"optuna": "tpe", "kerastuner": "random", "staged": "-"}[req.engine] if req.sampler == "auto"
+        else req.sampler, pruner="none", budget="quick", trials=trials, epochs=epochs, seed=req.seed,
+        storage=default_storage(folder), space=space.to_dict(), repeats=req.repeats,
+    )
+    return config, space, TrialData(tiny_dataset, seed=req.seed, test_fraction=space.test_fraction())
+
+
+def _staged_space(tiny_space: Callable[[str], Path], tmp_path: Path) -> Path:
+    text = tiny_space("alexnet").read_text().replace('step = 0.1', 'step = 0.1\ngrid = [0.1, 0.3]') + STAGED_EXTRA
+    path = tmp_path / "staged.toml"
+    path.write_text(text)
+    return path
+
+
+def test_staged_visits_the_grid_in_declared_order_and_resumes_mid_stage(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "staged"
+    config, space, data = _setup(tiny_dataset, _staged_space(tiny_space, tmp_path), folder, engine="staged")
+    assert config.trials == 5  # base + 2 learning rates + 2 dropouts (the base's own value is not retried)
+    started: list[dict] = []
+
+    def stop_at_third(event: dict) -> None:
+        if event["event"] == "trial_start":
+            started.append(event["params"])
+            if len(started) == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_engine(config, space, data, folder, on_event=stop_at_third)
+    study = run_engine(config, space, data, folder, on_event=lambda e: None)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 4 and states.count("FAIL") == 1
+    interrupted = [t for t in trials if t.state.name == "FAIL"][0]
+    assert interrupted.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    assert [t.user_attrs["stage"] for t in completed] == ["base", "learning_rate", "dropout", "dropout"]
+    assert completed[0].params == {"learning_rate": 1e-3, "dropout": 0.0}
+    assert completed[1].params["learning_rate"] == 1e-2 and completed[1].params["dropout"] == 0.0
+    best_lr = max(completed[:2], key=lambda t: t.value).params["learning_rate"]
+    assert [t.params for t in completed[2:]] == [{"learning_rate": best_lr, "dropout": d} for d in (0.1, 0.3)]
+    assert interrupted.params == completed[2].params  # the interrupted configuration was run again
+
+
+def test_nan_loss_fails_its_trial_with_the_reason_and_the_study_goes_on(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    text = tiny_space("alexnet").read_text().replace("high = 1e-2\nlog = true", "high = 1e35\nlog = true")
+    text = text.replace('optimizer = "adam"', 'optimizer = "sgd"')  # plain SGD diverges at once; Adam would not
+    path = tmp_path / "wild.toml"
+    path.write_text(text)
+    folder = tmp_path / "nan"
+    config, space, data = _setup(tiny_dataset, path, folder, engine="optuna", trials=1)
+    from tuning.engines.optuna_engine import load_study
+
+    study = load_study(config, space)
+    study.enqueue_trial({"learning_rate": 1e35, "dropout": 0.0})  # weights overflow: the loss turns NaN
+    study.enqueue_trial({"learning_rate": 1e-3, "dropout": 0.0})
+    study = run_engine(config, space, data, folder, on_event=lambda e: None)
+    first, *rest = study.get_trials(deepcopy=False)
+    assert first.state.name == "FAIL"
+    assert first.user_attrs["fail_reason"] == "loss became nan at epoch 1"
+    history = json.loads((folder / "trials" / "0" / "history.json").read_text())
+    assert history["status"] == "failed" and history["reason"] == first.user_attrs["fail_reason"]
+    assert [t.state.name for t in rest] == ["COMPLETE"]
+
+
+def test_a_study_that_keeps_failing_stops_with_a_clear_message(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    text = tiny_space("alexnet").read_text().replace("low = 1e-4\nhigh = 1e-2", "low = 1e34\nhigh = 1e35")
+    text = text.replace("learning_rate = 1e-3", "learning_rate = 1e34").replace("grid = [1e-2, 1e-3]", "grid = [1e34]")
+    text = text.replace('optimizer = "adam"', 'optimizer = "sgd"')  # every trial's loss turns NaN
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    folder = tmp_path / "failing"
+    config, space, data = _setup(tiny_dataset, path, folder, engine="optuna", trials=3)
+    config = replace(config, max_failures=2)
+    with pytest.raises(StudyError, match=r"2 trials failed \(limit --max-failures 2\)"):
+        run_engine(config, space, data, folder, on_event=lambda e: None)
+
+
+def test_same_seed_gives_the_same_parameter_sequence(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    sequences = []
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        config, space, data = _setup(tiny_dataset, tiny_space("alexnet"), folder, engine="optuna", trials=3,
+                                     seed=7)
+        config = replace(config, epochs=1)
+        study = run_engine(config, space, data, folder, on_event=lambda e: None)
+        sequences.append([(t.params, t.value) for t in study.get_trials(deepcopy=False)])
+    assert sequences[0] == sequences[1]
+
+
+def test_repeats_average_seeds_and_record_the_spread(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "repeats"
+    config, space, data = _setup(tiny_dataset, tiny_space("alexnet"), folder, engine="optuna", trials=1, repeats=2)
+    study = run_engine(config, space, data, folder, on_event=lambda e: None)
+    trial = study.trials[0]
+    history = json.loads((folder / "trials" / "0" / "history.json").read_text())
+    runs = [history["history"], *history["repeats"]]
+    assert len(runs) == 2
+    assert trial.value == pytest.approx(sum(max(r["val_accuracy"]) for r in runs) / 2)
+    assert math.isfinite(history["spread"])
+
+
+def test_kerastuner_trials_land_in_the_optuna_storage(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "kt"
+    config, space, data = _setup(tiny_dataset, tiny_space("alexnet"), folder, engine="kerastuner", trials=2,
+                                 sampler="random")
+    study = run_engine(config, space, data, folder, on_event=lambda e: None)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for t in trials:
+        assert set(t.params) == {"learning_rate", "dropout"}
+        assert space.params["learning_rate"].contains(t.params["learning_rate"])
+        assert t.user_attrs["history"]["val_accuracy"]
+        assert (folder / "trials" / f"kt-{t.user_attrs['kerastuner_trial_id']}" / "history.json").exists()
+    assert (folder / "kerastuner" / folder.name).is_dir()

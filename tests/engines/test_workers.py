@@ -1,0 +1,68 @@
+"""Several workers on one study, and a worker killed mid-trial: real processes, a real journal storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuning.pipeline import SearchRequest, run_search
+from tuning.study import read_config
+
+
+def _study(folder: Path) -> Any:
+    from tuning.engines.optuna_engine import load_study
+
+    return load_study(read_config(folder))
+
+
+def test_two_local_workers_finish_exactly_n_trials(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=4, epochs=2, study=str(tmp_path / "two"), pruner="none", workers=2)
+    outcome = run_search(request, on_event=lambda e: None)
+    trials = _study(outcome.folder).get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"]["pid"] for t in finished}) == 2  # both processes trained
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
+def test_a_worker_killed_mid_trial_is_failed_and_rerun_on_restart(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "killed"
+    command = [sys.executable, "-m", "tuning", "search", "--model", "alexnet", "--data", str(tiny_dataset),
+               "--space", str(tiny_space("alexnet")), "--budget", "quick", "--trials", "3", "--epochs", "3",
+               "--study", str(folder), "--pruner", "none"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = folder / "optuna.journal"
+    deadline = time.monotonic() + 120
+    running = []
+    while not running and time.monotonic() < deadline:  # poll the storage until a trial is training
+        if journal.exists() and first.poll() is None:
+            study = _study(folder)
+            running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        time.sleep(0.2)
+    assert running, "no trial started within two minutes"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = running[0]
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    trials = _study(folder).get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed.number].state.name == "FAIL"
+    assert by_number[killed.number].user_attrs["fail_reason"] == f"worker {first.pid} died mid-trial"
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3
+    assert any(t.params == killed.params and t.number > killed.number for t in complete)  # re-run
+    assert "Test accuracy" in rerun.stdout
+

@@ -1,0 +1,232 @@
+"""What every engine shares: running one configuration (with repeats), recording it, and the rules that
+make a study safe to share between workers and to resume after a crash."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuning import _io
+from tuning.engines import OnEvent
+from tuning.errors import StudyError
+from tuning.space import SearchSpace
+from tuning.study import StudyConfig, study_paths
+from tuning.train import TrialData, train_trial
+
+#: Called per epoch of the first repeat with (epoch index, objective value); True prunes the trial.
+Reporter = Callable[[int, float], bool]
+WORKER_ATTR = "worker"
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class Outcome:
+    """One configuration's result over its repeats; ``value`` is the mean objective."""
+
+    status: str
+    value: float
+    reason: str = ""
+    spread: float = 0.0
+    seconds: float = 0.0
+    epochs: int = 0
+    history: dict[str, list[float]] | None = None
+
+
+def worker_id() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def direction(objective: str) -> str:
+    return "minimize" if objective == "val_loss" else "maximize"
+
+
+class TrialRunner:
+    """Trains one configuration for an engine: repeats, progress events and ``trials/<id>/history.json``."""
+
+    def __init__(self, config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path,
+                 on_event: OnEvent) -> None:
+        self.config, self.space, self.data, self.on_event = config, space, data, on_event
+        self.trials_dir = study_paths(folder)["trials"]
+
+    def run(self, key: str | int, params: Mapping[str, Any], *, epochs: int | None = None,
+            report: Reporter | None = None) -> Outcome:
+        epochs = epochs or self.config.epochs
+        self.on_event({"event": "trial_start", "number": key, "params": dict(params)})
+        objective = self.config.objective
+        results = []
+        for repeat in range(self.config.repeats):
+
+            def hook(epoch: int, logs: Mapping[str, float], repeat: int = repeat) -> bool:
+                self.on_event({"event": "epoch", "number": key, "epoch": epoch + 1, "epochs": epochs, "logs": logs})
+                return repeat == 0 and report is not None and report(epoch, float(logs.get(objective, math.nan)))
+
+            result = train_trial(self.config.model, params, self.data, self.space, epochs=epochs,
+                                 seed=self.config.seed + repeat, hooks=[hook])
+            results.append(result)
+            if result.status != "complete":
+                break
+        values = [r.objective(objective) for r in results]
+        last = results[-1]
+        outcome = Outcome(
+            status=last.status, value=statistics.fmean(values) if last.status == "complete" else values[-1],
+            reason=last.reason, spread=statistics.pstdev(values) if len(values) > 1 else 0.0,
+            seconds=sum(r.seconds for r in results), epochs=sum(r.epochs for r in results),
+            history=results[0].history,
+        )
+        _io.write_json(self.trials_dir / str(key) / "history.json", {
+            "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
+            "reason": outcome.reason, "seconds": outcome.seconds,
+            "history": results[0].history, "repeats": [r.history for r in results[1:]],
+        })
+        self.on_event({"event": "trial_end", "number": key, "status": outcome.status, "value": outcome.value,
+                       "reason": outcome.reason, "seconds": outcome.seconds})
+        return outcome
+
+
+def record_attrs(trial: Any, outcome: Outcome) -> None:
+    """The evidence a report needs, stored with the trial in the Optuna storage."""
+    trial.set_user_attr("seconds", outcome.seconds)
+    trial.set_user_attr("epochs", outcome.epochs)
+    trial.set_user_attr("history", outcome.history or {})
+    if outcome.spread:
+        trial.set_user_attr("spread", outcome.spread)
+    if outcome.reason:
+        trial.set_user_attr("fail_reason", outcome.reason)
+
+
+def counts(study: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+    return out
+
+
+def finished(study: Any) -> int:
+    c = counts(study)
+    return c.get("complete", 0) + c.get("pruned", 0)
+
+
+def fail_dead_workers(study: Any) -> list[int]:
+    """Mark RUNNING trials whose worker is gone as failed and queue their parameters again.
+
+    A worker on this host is gone when its process no longer exists (found at once, e.g. after SIGKILL);
+    workers elsewhere are found by the database storage's heartbeat.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+        optuna.storages.fail_stale_trials(study)
+    here = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get(WORKER_ATTR) or {}
+        if worker.get("host") == here and worker.get("pid") != os.getpid() and not _alive(int(worker.get("pid", 0))):
+            try:
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {worker['pid']} died mid-trial")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except RuntimeError:  # another worker marked it first (optuna's UpdateFinishedTrialError)
+                continue
+            study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
+            failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: Callable[[Any], dict[str, Any]],
+              prune: bool) -> None:
+    """Train trials until the study holds ``config.trials`` finished ones.
+
+    Several workers may share the storage: one starts a trial only while fewer than ``trials`` are finished
+    or running, waits for the others' trials otherwise, and returns once the count is reached.
+    """
+    from optuna.trial import TrialState
+
+    max_failures = config.max_failures or max(3, config.trials)
+    while True:
+        fail_dead_workers(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("surplus") for t in trials)
+        if done >= config.trials:
+            return
+        if failed >= max_failures:
+            raise StudyError(f"{failed} trials failed (limit --max-failures {max_failures}); see the reasons in "
+                             f"{runner.trials_dir}/*/history.json, fix the space or data, then rerun to continue")
+        if done + running >= config.trials:
+            time.sleep(POLL_SECONDS)  # another worker's trial decides whether more are needed
+            continue
+        run_one(study, runner, suggest, prune=prune, limit=config.trials)
+
+
+def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, Any]], *, prune: bool,
+            limit: int | None = None) -> Outcome | None:
+    """Train one trial through ``study.optimize`` so Optuna owns its states (Ctrl-C marks it failed).
+
+    With ``limit``, a trial that lost a race with other workers (``limit`` trials already ahead of it) ends
+    at once as a failed "surplus" trial instead of training one too many.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    result: list[Outcome] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        if limit is not None:
+            states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            ahead = [t for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+            if len(ahead) >= limit:
+                trial.set_user_attr("surplus", True)
+                return math.nan
+
+        def report(epoch: int, value: float) -> bool:
+            if not math.isfinite(value):
+                return False
+            trial.report(value, epoch)
+            return prune and trial.should_prune()
+
+        try:
+            outcome = runner.run(trial.number, suggest(trial), report=report)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+        record_attrs(trial, outcome)
+        result.append(outcome)
+        if outcome.status == "pruned":
+            raise optuna.TrialPruned()
+        return outcome.value if outcome.status == "complete" else math.nan
+
+    study.optimize(objective, n_trials=1, catch=())
+    return result[0] if result else None
+
+
+def wait_for_others(study: Any) -> None:
+    """Block until no live worker has a trial running, so the final retrain sees every result."""
+    from optuna.trial import TrialState
+
+    while True:
+        fail_dead_workers(study)
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,61 @@
+"""The study's own procedure: one factor at a time, in the declared order, keeping the best of each axis.
+
+Every configuration is an ordinary trial in the study's Optuna storage, so a staged study resumes where it
+stopped (finished configurations are looked up, not retrained) and compares with the optimisers on equal
+terms in reports.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from tuning.engines import OnEvent
+from tuning.engines._common import TrialRunner, fail_dead_workers, run_one
+from tuning.engines.optuna_engine import load_study
+from tuning.space import SearchSpace, Value
+from tuning.study import StudyConfig
+from tuning.train import TrialData
+
+#: Failures that say nothing about the configuration itself; such a trial is run again on resume.
+TRANSIENT = ("interrupted", "worker ")
+
+
+def plan_size(space: SearchSpace) -> int:
+    """Trials the procedure needs at most: the base point plus every value of every staged axis."""
+    return 1 + sum(len(values) for name, values in space.staged_stages() if name in space.search)
+
+
+def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent) -> Any:
+    """Walk the stages; returns the study (its trials carry a ``stage`` attribute)."""
+    from optuna.trial import TrialState
+
+    study = load_study(config, space)
+    runner = TrialRunner(config, space, data, folder, on_event)
+    fail_dead_workers(study)
+    sign = -1.0 if config.objective == "val_loss" else 1.0
+    axes = [(name, values) for name, values in space.staged_stages() if name in space.search]
+    chosen: dict[str, Value] = {name: space.base[name] for name, _ in axes}
+
+    def evaluate(candidate: dict[str, Value], stage: str) -> float:
+        for t in study.get_trials(deepcopy=False):
+            if t.params != candidate:
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.value is not None:
+                return sign * t.value
+            if t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(TRANSIENT):
+                return -math.inf
+        study.enqueue_trial(candidate, user_attrs={"stage": stage})
+        outcome = run_one(study, runner, space.suggest_optuna, prune=False)
+        return sign * outcome.value if outcome and outcome.status == "complete" else -math.inf
+
+    best = evaluate(dict(chosen), "base")
+    for name, values in axes:
+        for value in values:
+            if value == chosen[name]:
+                continue
+            score = evaluate({**chosen, name: value}, name)
+            if score > best:
+                best, chosen = score, {**chosen, name: value}
+    return study
