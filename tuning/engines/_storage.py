@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,4 +16,6 @@ def open_storage(url: str) -> Any:
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and the only way to find dead workers
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
