@@ -29,6 +29,7 @@ class SearchRequest:
     repeats: int = 1
     workers: int = 1
     max_failures: int = 0
+    trials_per_process: int = 0
     budget: str = "auto"
     trials: int | None = None
     epochs: int | None = None
@@ -93,6 +94,8 @@ def _check_request(request: SearchRequest) -> None:
     for name in ("repeats", "workers"):
         if getattr(request, name) < 1:
             raise StudyError(f"--{name} must be >= 1, got {getattr(request, name)}")
+    if request.trials_per_process < 0:
+        raise StudyError(f"--trials-per-process must be >= 0, got {request.trials_per_process}")
 
 
 def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | None:
@@ -132,18 +135,21 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
 
     from tuning.engines import run_engine
     from tuning.engines._common import counts, wait_for_others
+    from tuning.engines.optuna_engine import load_study
+    from tuning.engines.processes import run_workers
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
     from tuning.train import TrialData
 
     data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
-    helpers = _start_workers(request, folder, request.workers - 1)
-    try:
+    if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
-    finally:
-        for process in helpers:
-            process.join()
+    else:
+        load_study(config, space)  # create storage tables and study once, before workers race to do it
+        run_workers(folder, data_dir=Path(request.data), workers=request.workers,
+                    per_process=request.trials_per_process, on_event=on_event)
+        study = load_study(config)
     if request.engine == "kerastuner":
         from tuning.engines.kerastuner_engine import is_worker
 
@@ -158,36 +164,9 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
     on_event({"event": "retrain", "params": best_params})
     metrics = retrain_and_test(config, space, data, best_params, folder)
     report = build_report(folder)
-    model = export_study(folder)
+    model = export_study(folder).model
     return SearchOutcome(folder, config, best_params, best.value, best.number, counts(study), metrics, report, model,
                          time.perf_counter() - start, reduced=_reduced(space, budget))
-
-
-def _start_workers(request: SearchRequest, folder: Path, n: int) -> list[Any]:
-    """``n`` more local processes that run trials of the same study, then exit (the caller finishes it)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow state is not forkable
-    processes = [context.Process(target=_worker_main, args=(request, folder), daemon=False) for _ in range(n)]
-    for process in processes:
-        process.start()
-    return processes
-
-
-def _worker_main(request: SearchRequest, folder: Path) -> None:
-    """A --workers helper process: trials only, quietly; the study and config already exist."""
-    import optuna
-
-    from tuning import runtime
-    from tuning.engines import run_engine
-    from tuning.train import TrialData
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    config = read_config(folder)
-    space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
-    runtime.apply(config.runtime)
-    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
-    run_engine(config, space, data, folder, on_event=lambda event: None)
 
 
 def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:

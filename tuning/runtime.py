@@ -11,6 +11,20 @@ from typing import Any
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux; peak RSS elsewhere), reported with every trial."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def has_gpu() -> bool:
     import tensorflow as tf
 

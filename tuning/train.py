@@ -6,7 +6,6 @@ every trial starts from a cleared Keras session so memory stays flat across a lo
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -148,8 +147,7 @@ def train_trial(
     """
     import keras
 
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # also runs the garbage collector (free_memory=True)
     keras.utils.set_random_seed(seed)
     params = dict(params)
     size = int(params["image_size"])

@@ -11,9 +11,19 @@ OnEvent = Callable[[Mapping[str, Any]], None]
 ENGINES = ("optuna", "kerastuner", "staged")
 
 
-def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnEvent) -> Any:
-    """Run ``config.engine``; each returns the Optuna study that records its trials."""
+class TrialLimitReached(Exception):
+    """This process trained its share of trials (``limit``) before the study was complete."""
+
+
+def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnEvent, worker: int = 0,
+               limit: int | None = None) -> Any:
+    """Run ``config.engine``; each returns the Optuna study that records its trials.
+
+    ``worker`` numbers the processes sharing a study (their samplers must not draw the same points);
+    ``limit`` stops this process with ``TrialLimitReached`` after that many new trials.
+    """
     import importlib
 
     module = {"optuna": "optuna_engine", "kerastuner": "kerastuner_engine", "staged": "staged"}[config.engine]
-    return importlib.import_module(f"tuning.engines.{module}").run(config, space, data, folder, on_event=on_event)
+    return importlib.import_module(f"tuning.engines.{module}").run(config, space, data, folder, on_event=on_event,
+                                                                   worker=worker, limit=limit)

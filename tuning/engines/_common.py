@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tuning import _io
-from tuning.engines import OnEvent
+from tuning.engines import OnEvent, TrialLimitReached
 from tuning.errors import StudyError
+from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
@@ -86,7 +87,7 @@ class TrialRunner:
             "history": results[0].history, "repeats": [r.history for r in results[1:]],
         })
         self.on_event({"event": "trial_end", "number": key, "status": outcome.status, "value": outcome.value,
-                       "reason": outcome.reason, "seconds": outcome.seconds})
+                       "reason": outcome.reason, "seconds": outcome.seconds, "pid": os.getpid(), "rss_mb": rss_mb()})
         return outcome
 
 
@@ -123,10 +124,15 @@ def fail_dead_workers(study: Any) -> list[int]:
     from optuna.trial import TrialState
 
     storage = study._storage
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
-        optuna.storages.fail_stale_trials(study)
-    here = socket.gethostname()
     failed = []
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+        before = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(study)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if t.number in before:  # its worker stopped beating: run the configuration again
+                study.enqueue_trial(before[t.number].params, user_attrs={"rerun_of": t.number})
+                failed.append(t.number)
+    here = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get(WORKER_ATTR) or {}
         if worker.get("host") == here and worker.get("pid") != os.getpid() and not _alive(int(worker.get("pid", 0))):
@@ -153,7 +159,7 @@ def _alive(pid: int) -> bool:
 
 
 def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: Callable[[Any], dict[str, Any]],
-              prune: bool) -> None:
+              prune: bool, limit: int | None = None) -> None:
     """Train trials until the study holds ``config.trials`` finished ones.
 
     Several workers may share the storage: one starts a trial only while fewer than ``trials`` are finished
@@ -162,6 +168,7 @@ def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: 
     from optuna.trial import TrialState
 
     max_failures = config.max_failures or max(3, config.trials)
+    trained = 0
     while True:
         fail_dead_workers(study)
         trials = study.get_trials(deepcopy=False)
@@ -176,7 +183,10 @@ def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: 
         if done + running >= config.trials:
             time.sleep(POLL_SECONDS)  # another worker's trial decides whether more are needed
             continue
+        if limit is not None and trained >= limit:
+            raise TrialLimitReached
         run_one(study, runner, suggest, prune=prune, limit=config.trials)
+        trained += 1
 
 
 def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, Any]], *, prune: bool,

@@ -44,8 +44,12 @@ def make_oracle(config: StudyConfig, space: SearchSpace) -> Any:
     raise UnknownNameError("Keras Tuner tuner (--sampler)", config.sampler, TUNERS)
 
 
-def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent) -> Any:
-    """Run Keras Tuner's search; returns the Optuna study that holds its finished trials."""
+def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent,
+        worker: int = 0, limit: int | None = None) -> Any:
+    """Run Keras Tuner's search; returns the Optuna study that holds its finished trials.
+
+    Keras Tuner runs its own loop in one process, so ``worker`` and ``limit`` do not apply.
+    """
     import keras_tuner as kt
     import optuna
     from optuna.trial import TrialState

@@ -69,9 +69,13 @@ def load_study(config: StudyConfig, space: SearchSpace | None = None) -> Any:
     )
 
 
-def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent) -> Any:
+def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent,
+        worker: int = 0, limit: int | None = None) -> Any:
     """Run trials until the study holds ``config.trials`` finished ones (earlier runs count: resume)."""
     study = load_study(config, space)
+    # A seeded sampler restarts its random stream in every process: offset the seed by the trials already in
+    # the study and by the worker's number, or a resumed study and parallel workers redraw the same points.
+    study.sampler = make_sampler(config.sampler, space, config.seed + len(study.trials) + 7919 * worker)
     work_loop(study, config, TrialRunner(config, space, data, folder, on_event),
-              suggest=space.suggest_optuna, prune=config.pruner != "none")
+              suggest=space.suggest_optuna, prune=config.pruner != "none", limit=limit)
     return study

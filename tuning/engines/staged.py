@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tuning.engines import OnEvent
+from tuning.engines import OnEvent, TrialLimitReached
 from tuning.engines._common import TrialRunner, fail_dead_workers, run_one
 from tuning.engines.optuna_engine import load_study
 from tuning.space import SearchSpace, Value
@@ -27,8 +27,12 @@ def plan_size(space: SearchSpace) -> int:
     return 1 + sum(len(values) for name, values in space.staged_stages() if name in space.search)
 
 
-def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent) -> Any:
-    """Walk the stages; returns the study (its trials carry a ``stage`` attribute)."""
+def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent,
+        worker: int = 0, limit: int | None = None) -> Any:
+    """Walk the stages; returns the study (its trials carry a ``stage`` attribute).
+
+    With ``limit``, stops after that many new trials (``TrialLimitReached``); a rerun continues the walk.
+    """
     from optuna.trial import TrialState
 
     study = load_study(config, space)
@@ -37,6 +41,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
     sign = -1.0 if config.objective == "val_loss" else 1.0
     axes = [(name, values) for name, values in space.staged_stages() if name in space.search]
     chosen: dict[str, Value] = {name: space.base[name] for name, _ in axes}
+    trained = [0]
 
     def evaluate(candidate: dict[str, Value], stage: str) -> float:
         for t in study.get_trials(deepcopy=False):
@@ -46,6 +51,9 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
                 return sign * t.value
             if t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(TRANSIENT):
                 return -math.inf
+        if limit is not None and trained[0] >= limit:
+            raise TrialLimitReached
+        trained[0] += 1
         study.enqueue_trial(candidate, user_attrs={"stage": stage})
         outcome = run_one(study, runner, space.suggest_optuna, prune=False)
         return sign * outcome.value if outcome and outcome.status == "complete" else -math.inf
