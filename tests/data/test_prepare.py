@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import struct
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +60,7 @@ def test_prepare_skips_unreadable_files_with_reasons_and_marks_copies(messy: Pat
     assert len(rows) == 21  # every raw file has a row, skipped ones too
     skipped = dict(report.skipped)
     assert skipped["raw/cats/empty.jpg"] == "unreadable:empty file"
-    assert skipped["raw/cats/text.jpg"].startswith("unreadable:")
+    assert skipped["raw/cats/text.jpg"] == "unreadable:not an image (unknown format)"  # stable, so stats can count
     assert skipped["raw/cats/truncated.jpg"].startswith("unreadable:")
     assert skipped["raw/cats/cat 0 copy.jpg"] == "duplicate-of:raw/cats/cat 0.jpg"
     assert len(skipped) == 4
@@ -109,3 +113,91 @@ def test_missing_folder_single_class_and_unreadable_class_stop_with_one_line(tmp
     (tmp_path / "flat").mkdir()
     with pytest.raises(DataError, match="no raw/ folder"):
         prepare(tmp_path / "flat", size=16)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG signature and header declaring ``width`` x ``height`` pixels, with a few bytes of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def test_decompression_bombs_are_refused_from_the_header(messy: Path) -> None:
+    cats = messy / "raw" / "cats"
+    (cats / "bomb.png").write_bytes(_png_header_only(20_000, 20_000))  # over twice the limit: Pillow refuses
+    (cats / "warned bomb.png").write_bytes(_png_header_only(13_000, 13_000))  # Pillow would only warn, then decode
+    start = time.perf_counter()
+    report = prepare(messy, size=16)
+    assert time.perf_counter() - start < 10
+    skipped = dict(report.skipped)
+    for name in ("bomb.png", "warned bomb.png"):
+        assert skipped[f"raw/cats/{name}"].startswith("unreadable:") and "decompression bomb" in skipped[
+            f"raw/cats/{name}"], name
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path: Path) -> None:
+    root = tmp_path / "gif"
+    for label in ("a", "b"):
+        (root / "raw" / label).mkdir(parents=True)
+        _noise((20, 20), ord(label)).save(root / "raw" / label / "noise.png")
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames[0].save(root / "raw" / "a" / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    prepare(root, size=8, balance="weights")
+    data = load_prepared(root, 8, balance="weights")
+    pixel = data.x[data.ids.tolist().index("raw/a/anim.gif")][4, 4]
+    assert pixel[0] > 200 and pixel[1] < 50 and pixel[2] < 50
+
+
+def test_weights_keep_every_image_and_store_class_weights(messy: Path) -> None:
+    report = prepare(messy, size=16, balance="weights")
+    assert report.kept == report.available == {"cats": 8, "dogs": 9}
+    assert report.class_weights == pytest.approx({"cats": 17 / 16, "dogs": 17 / 18})
+    data = load_prepared(messy, 16, balance="weights")
+    assert len(data.y) == 17 and data.class_weights == pytest.approx((17 / 16, 17 / 18))
+    assert load_prepared(messy, 16).class_weights == (1.0, 1.0)  # undersampled: rebuilt, plain weights
+    assert len(load_prepared(messy, 16).y) == 16
+    with pytest.raises(DataError, match="--per-class only applies to --balance undersample"):
+        prepare(messy, size=16, balance="weights", per_class=3)
+    with pytest.raises(DataError, match="unknown mode 'smote'; known: undersample, weights"):
+        prepare(messy, size=16, balance="smote")
+
+
+def test_an_empty_class_folder_is_named(messy: Path) -> None:
+    (messy / "raw" / "birds" / "nested").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"class 'birds' has no readable image; add images or remove raw/birds/"):
+        prepare(messy, size=16)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; covered by the test below")
+def test_read_only_dataset_says_to_use_a_writable_copy(messy: Path) -> None:
+    messy.chmod(0o555)
+    try:
+        with pytest.raises(DataError, match="is read-only.*import a writable copy"):
+            prepare(messy, size=16)
+    finally:
+        messy.chmod(0o755)
+
+
+def test_unwritable_cache_or_manifest_is_a_one_line_error(messy: Path) -> None:
+    (messy / "cache").write_text("a file where the cache folder should be")
+    with pytest.raises(DataError, match=r"cache/16px.npz cannot be saved .*import a writable copy") as err:
+        prepare(messy, size=16)
+    assert "\n" not in str(err.value)
+    (messy / "cache").unlink()
+    (messy / "manifest.csv").unlink()
+    (messy / "manifest.csv").mkdir()
+    with pytest.raises(DataError, match=r"manifest.csv cannot be saved"):
+        prepare(messy, size=16)
+
+
+def test_cli_prepare_with_weights_prints_them(messy: Path) -> None:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    result = CliRunner().invoke(cli, ["data", "prepare", str(messy), "--size", "16", "--balance", "weights"])
+    assert result.exit_code == 0, result.output
+    assert "Prepared 17 images at 16 px" in result.output and "class weight 1.062" in result.output

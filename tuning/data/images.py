@@ -1,8 +1,10 @@
-"""Reading any image file the way every step (prepare, predict) must agree on."""
+"""Reading any image file the way every step (prepare, dedup, predict) must agree on."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -11,6 +13,29 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 #: Refuse images with more pixels than this (decompression bombs); a 12k x 12k poster still fits.
 MAX_PIXELS = 150_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageTooLarge(ValueError):
+    """Declared dimensions above ``MAX_PIXELS``: decoding would take gigabytes, so the file is refused unread."""
+
+
+def open_image(source: Path | IO[bytes]) -> Image.Image:
+    """``Image.open`` that refuses decompression bombs from the header alone, before any pixel is decoded.
+
+    Pillow only warns between ``MAX_IMAGE_PIXELS`` and twice that, and then decodes the whole thing; here any
+    image above ``MAX_PIXELS`` is an error, so a crafted 13k x 13k PNG of a few bytes cannot eat the memory.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(source)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(f"too many pixels, refused as a decompression bomb ({exc})") from None
+    if img.width * img.height > MAX_PIXELS:
+        img.close()
+        raise ImageTooLarge(f"{img.width}x{img.height} pixels is over the {MAX_PIXELS:,} limit "
+                            "(refused as a decompression bomb)")
+    return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -27,9 +52,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def load_small_rgb(path: Path, size: int) -> Image.Image:
+    """Upright RGB whose short side is still at least about ``size`` px, decoded as cheaply as the format allows.
+
+    JPEGs decode at 1/2, 1/4 or 1/8 scale (``draft``), other formats shrink by an integer factor right after
+    decoding, so hashing or thumbnailing thousands of photos costs a fraction of a full decode.
+    """
+    with open_image(path) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img.seek(0)
+        rgb = to_rgb(img)
+    factor = min(rgb.width, rgb.height) // max(size, 1)
+    return rgb.reduce(factor) if factor >= 2 else rgb
+
+
 def load_rgb(path: Path, size: int) -> np.ndarray:
     """A ``size`` x ``size`` uint8 RGB array; JPEGs decode at reduced scale first, which is much faster."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         if img.format == "JPEG":
             img.draft("RGB", (size * 2, size * 2))
         img.seek(0)
