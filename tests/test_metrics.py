@@ -32,3 +32,60 @@ def test_summary_against_hand_computed_values() -> None:
     assert s["per_class"]["c"]["f1"] == pytest.approx(2 * (4 / 6) * 1.0 / (4 / 6 + 1.0))
     low, high = s["accuracy_ci95"]
     assert low < 0.75 < high
+
+
+# ----- McNemar, seeds, ROC-AUC -------------------------------------------------------------------------------
+from tuning.metrics import macro_roc_auc, mcnemar, roc_auc, seed_summary, t_quantile_975  # noqa: E402
+
+
+def test_mcnemar_exact_matches_the_known_value_and_scipy() -> None:
+    assert mcnemar(10, 2) == pytest.approx(0.0386, abs=5e-5)
+    assert mcnemar(2, 10) == mcnemar(10, 2)
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in [(10, 2), (0, 5), (7, 3), (25, 14), (1, 0), (40, 60)]:
+        assert mcnemar(b, c) == pytest.approx(stats.binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-12)
+
+
+def test_mcnemar_equal_or_no_discordant_pairs_is_one_and_mid_p_is_smaller() -> None:
+    assert mcnemar(4, 4) == 1.0 and mcnemar(0, 0) == 1.0 and mcnemar(4, 4, mid_p=True) == 1.0
+    # mid-p: the exact p minus the probability of the observed split, C(12, 2) / 2^12, once per tail
+    assert mcnemar(10, 2, mid_p=True) == pytest.approx((2 * (1 + 12 + 66) - 66) / 4096)
+    with pytest.raises(ValueError, match="b=-1"):
+        mcnemar(-1, 2)
+
+
+def test_t_quantile_matches_scipy_beyond_its_table() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 5, 30, 31, 45, 100, 1000):
+        assert t_quantile_975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=2e-5)
+
+
+def test_seed_summary_by_hand() -> None:
+    s = seed_summary([0.8, 0.9])
+    assert s["k"] == 2 and s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(0.0707107, abs=1e-6)
+    half = 12.706205 * 0.0707107 / 2**0.5
+    assert s["ci95"] == pytest.approx([0.85 - half, 0.85 + half], abs=1e-5)
+    one = seed_summary([0.7])
+    assert one["mean"] == 0.7 and np.isnan(one["std"]) and all(np.isnan(one["ci95"]))
+
+
+def test_roc_auc_counts_pairs_and_halves_ties() -> None:
+    # positives 0.9, 0.4; negatives 0.5, 0.1: 3 of 4 pairs ordered right
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.5, 0.1])) == pytest.approx(0.75)
+    # a tie between a positive and a negative counts one half: (1 + 0.5) / 2
+    assert roc_auc(np.array([1, 0, 0]), np.array([0.5, 0.5, 0.1])) == pytest.approx(0.75)
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_macro_roc_auc_by_hand() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1],
+                      [0.5, 0.4, 0.1], [0.1, 0.1, 0.8], [0.1, 0.2, 0.7]])
+    macro, per = macro_roc_auc(y, probs)
+    # class 0: positives .8 .3 vs negatives .2 .5 .1 .1 -> (4 + 3) / 8; class 1: .7 .4 vs .1 .6 .1 .2 -> (4 + 3) / 8
+    # class 2: .8 .7 vs .1 .1 .1 .1 -> 1
+    assert per == pytest.approx([7 / 8, 7 / 8, 1.0])
+    assert macro == pytest.approx((7 / 8 + 7 / 8 + 1.0) / 3)
+    stats = pytest.importorskip("scipy.stats")  # Mann-Whitney U / (n_pos n_neg) is the same quantity
+    u = stats.mannwhitneyu(probs[y == 0, 0], probs[y != 0, 0]).statistic
+    assert per[0] == pytest.approx(u / 8)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,15 @@ from typing import Any
 import numpy as np
 
 from tuning import _io
-from tuning.errors import StudyError
-from tuning.metrics import confusion_matrix, summarize
+from tuning.errors import StudyError, UnknownNameError
+from tuning.metrics import confusion_matrix, macro_roc_auc, seed_summary, summarize
 from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
-from tuning.study import StudyConfig, study_paths
+from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+
+#: What the final model may be fitted on; the test split is never among them.
+FIT_ON = ("train", "train+val")
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -43,38 +48,122 @@ def inference_model(model_name: str, params: Mapping[str, Any], trained: Any, n_
     return clean
 
 
+class _TrainPlusVal(TrialData):
+    """The same splits with validation merged into training and nothing left to validate on.
+
+    ``train_trial`` then logs no ``val_*`` metric, so its best-weights callback never fires and the weights of
+    the last epoch are kept: with no validation set, the epoch count chosen during the search is the stop rule.
+    """
+
+    def __init__(self, base: TrialData) -> None:
+        super().__init__(base.dataset, seed=base.seed, test_fraction=base.test_fraction)
+        self._arrays = base._arrays  # share the arrays already loaded
+
+    def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        views = super().split(image_size, scheme)
+        merged = tuple(np.concatenate([a, b]) for a, b in zip(views["train"], views["val"]))
+        empty = tuple(a[:0] for a in views["val"])
+        return {"train": merged, "val": empty, "test": views["test"]}  # type: ignore[dict-item]
+
+
+def best_epoch_count(history: Mapping[str, list[float]], objective: str) -> int:
+    """Epochs up to the trial's best validation epoch (1-based); 0 when no epoch was validated."""
+    values = np.asarray(history.get(objective, []), dtype=np.float64)
+    if not len(values) or np.all(np.isnan(values)):
+        return 0
+    return int(np.nanargmin(values) if objective == "val_loss" else np.nanargmax(values)) + 1
+
+
+def best_trial(study: Any, objective: str) -> Any:
+    """The complete trial with the best objective; an error when none completed."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
+    if not complete:
+        raise StudyError(f"study '{study.study_name}': no trial completed, so there is nothing to retrain")
+    return (min if objective == "val_loss" else max)(complete, key=lambda t: t.value)
+
+
 def retrain_and_test(
     config: StudyConfig, space: SearchSpace, data: TrialData, params: Mapping[str, Any], folder: Path,
-    *, hooks: list[EpochHook] | None = None,
+    *, fit_on: str = "train", seeds: int = 1, epochs: int | None = None, hooks: list[EpochHook] | None = None,
 ) -> dict[str, Any]:
-    """Train ``params`` on the training split (best validation epoch kept), then evaluate on test once.
+    """Train ``params`` from scratch with ``seeds`` seeds, test each once, keep the first seed's model.
 
-    Writes ``final/model.keras``, ``final/metrics.json`` and ``final/predictions.csv``; returns the metrics.
+    ``fit_on="train"`` keeps the weights of the best validation epoch; ``"train+val"`` has no validation set,
+    so it trains for ``epochs`` (the best trial's best epoch count) and keeps the last weights. Several seeds
+    show how much the test accuracy owes to the seed; the shipped model is always seed ``config.seed``.
+    Writes ``final/model.keras``, ``metrics.json``, ``architecture.json`` and ``predictions.csv``.
     """
-    result = train_trial(config.model, params, data, space, epochs=config.epochs, seed=config.seed,
-                         hooks=hooks or (), keep_model=True)
-    if result.status != "complete":
-        raise StudyError(f"retraining the best configuration {result.status}: {result.reason}")
-    views = data.split(int(params["image_size"]), str(params["split"]))
-    x, y, ids = views["test"]
-    probs = np.asarray(result.model.predict(make_dataset(x, y, len(data.classes), 64, shuffle_seed=None), verbose=0))
-    pred = probs.argmax(axis=1)
-    metrics = summarize(confusion_matrix(y, pred, len(data.classes)), data.classes)
-    metrics |= {
-        "classes": list(data.classes),
-        "params": dict(params),
-        "best_epoch": result.best_epoch + 1,
-        "val_accuracy": result.val_accuracy,
-        "split_sizes": {name: int(len(v[1])) for name, v in views.items()},
-        "history": result.history,
-        "seconds": result.seconds,
-    }
+    if fit_on not in FIT_ON:
+        raise UnknownNameError("--fit-on value", fit_on, FIT_ON)
+    if seeds < 1:
+        raise StudyError(f"--seeds must be >= 1, got {seeds}")
+    if fit_on == "train+val" and not epochs:
+        raise StudyError("--fit-on train+val needs the epoch count to train for (the best trial's best epoch)")
+    n_epochs = int(epochs or config.epochs)
+    view = _TrainPlusVal(data) if fit_on == "train+val" else data
     final = study_paths(folder)["final"]
-    save_model(inference_model(config.model, params, result.model, len(data.classes)), final / "model.keras")
+    accuracies: list[float] = []
+    metrics: dict[str, Any] = {}
+    for k in range(seeds):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(ran out of data|conditioned on metric).*")
+            result = train_trial(config.model, params, view, space, epochs=n_epochs, seed=config.seed + k,
+                                 hooks=hooks or (), keep_model=True)
+        if result.status != "complete":
+            raise StudyError(f"retraining the best configuration (seed {config.seed + k}) {result.status}: "
+                             f"{result.reason}")
+        views = data.split(int(params["image_size"]), str(params["split"]))
+        x, y, ids = views["test"]
+        batches = make_dataset(x, y, len(data.classes), 64, shuffle_seed=None)
+        probs = np.asarray(result.model.predict(batches, verbose=0), dtype=np.float64)
+        pred = probs.argmax(axis=1)
+        accuracies.append(float((pred == y).mean()) if len(y) else math.nan)
+        if k:
+            continue
+        auc, auc_per_class = macro_roc_auc(y, probs)
+        metrics = summarize(confusion_matrix(y, pred, len(data.classes)), data.classes)
+        metrics |= {
+            "classes": list(data.classes),
+            "params": dict(params),
+            "fit_on": fit_on,
+            "epochs_trained": result.epochs,
+            "best_epoch": result.best_epoch + 1 if fit_on == "train" else n_epochs,
+            "val_accuracy": result.val_accuracy,
+            "roc_auc_macro": auc,
+            "roc_auc_per_class": dict(zip(data.classes, auc_per_class)),
+            "split_sizes": {name: int(len(v[1])) for name, v in views.items()},
+            "history": result.history,
+            "seconds": result.seconds,
+            "seed": config.seed,
+        }
+        save_model(inference_model(config.model, params, result.model, len(data.classes)), final / "model.keras")
+        _io.write_json(final / "architecture.json", layer_table(result.model))
+        _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
+    metrics["seeds"] = seed_summary(accuracies)
     _io.write_json(final / "metrics.json", metrics)
-    _io.write_json(final / "architecture.json", layer_table(result.model))
-    _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
     return metrics
+
+
+def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
+                  hooks: list[EpochHook] | None = None) -> dict[str, Any]:
+    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone."""
+    from tuning import runtime
+    from tuning.engines.optuna_engine import load_study
+
+    folder = Path(folder)
+    config = read_config(folder)
+    space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
+    best = best_trial(load_study(config), config.objective)
+    epochs = None
+    if fit_on == "train+val":
+        epochs = best_epoch_count(best.user_attrs.get("history", {}), config.objective)
+        if epochs == 0:
+            raise StudyError(f"{folder}: best trial #{best.number} recorded no validation history, so the epoch "
+                             "count for --fit-on train+val is unknown; use --fit-on train")
+    runtime.apply(config.runtime)
+    data = TrialData(Path(config.dataset), seed=config.seed, test_fraction=space.test_fraction())
+    return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on, seeds=seeds,
+                            epochs=epochs, hooks=hooks)
 
 
 def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np.ndarray,
@@ -85,3 +174,12 @@ def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np
     for file, t, p, row in zip(ids, y, pred, probs):
         writer.writerow([file, classes[t], classes[p], *(f"{v:.6f}" for v in row)])
     return buf.getvalue()
+
+
+def read_predictions(folder: Path) -> list[dict[str, str]]:
+    """``final/predictions.csv`` of a study as rows (file, true, predicted, p_<class>...)."""
+    path = study_paths(folder)["final"] / "predictions.csv"
+    if not path.exists():
+        raise StudyError(f"{folder}: no final/predictions.csv; run 'tuning search' or 'tuning retrain' first")
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

@@ -48,3 +48,91 @@ def summarize(cm: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str,
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
     }
+
+
+def mcnemar(b: int, c: int, *, mid_p: bool = False) -> float:
+    """Two-sided exact McNemar p-value: a binomial test on the discordant pairs only.
+
+    ``b`` counts images the first model got right and the second wrong, ``c`` the reverse. Concordant pairs
+    carry no information about which model is better, which is why only ``b + c`` enters. The exact test is
+    conservative for small ``b + c``; ``mid_p`` subtracts half the probability of the observed count, the
+    usual less conservative variant (Fagerland, Lydersen & Laake 2013).
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got (b={b}, c={c})")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    if mid_p:
+        return min(1.0, (2 * tail - math.comb(n, k)) / 2**n)
+    return min(1.0, 2 * tail / 2**n)
+
+
+#: Two-sided 95% Student t quantiles for 1-30 degrees of freedom (scipy.stats.t.ppf(0.975, df)).
+_T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
+         2.200985, 2.178813, 2.160369, 2.144787, 2.13145, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
+         2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.04523, 2.042272)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5% t quantile without scipy (not a dependency): a table, then the Cornish-Fisher series."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+def seed_summary(accuracies: list[float]) -> dict[str, object]:
+    """Mean, sample std and a 95% t-interval of test accuracy across retraining seeds.
+
+    The Wilson interval says how much the test sample limits what we know; this one says how much the
+    result moves with the seed alone. With one seed the spread is unknown, so it is NaN, not zero.
+    """
+    k = len(accuracies)
+    mean = float(np.mean(accuracies)) if k else math.nan
+    std = float(np.std(accuracies, ddof=1)) if k > 1 else math.nan
+    if k > 1:
+        half = t_quantile_975(k - 1) * std / math.sqrt(k)
+        ci = [mean - half, mean + half]
+    else:
+        ci = [math.nan, math.nan]
+    return {"k": k, "accuracies": [float(a) for a in accuracies], "mean": mean, "std": std, "ci95": ci}
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (what the Mann-Whitney form of AUC needs)."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve as the probability a random positive outscores a random negative (ties half)."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def macro_roc_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float, list[float]]:
+    """One-vs-rest AUC per class and their unweighted mean over the classes present in ``y_true``."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    per_class = [roc_auc(y_true == i, probs[:, i]) for i in range(probs.shape[1])]
+    defined = [a for a in per_class if not math.isnan(a)]
+    return (float(np.mean(defined)) if defined else math.nan), per_class

@@ -6,10 +6,15 @@ It is built from the study's folder and its Optuna storage alone, so it can be r
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tuning import _io
 from tuning.errors import StudyError
@@ -42,6 +47,7 @@ def plot_curves(history: dict[str, list[float]], title: str, path: Path) -> Path
         ax.plot(epochs, history.get(metric, []), marker="o", label=f"train {metric}")
         ax.plot(epochs, history.get(f"val_{metric}", []), marker="o", label=f"validation {metric}")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -65,17 +71,18 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_history(values: list[tuple[int, float]], path: Path) -> Path:
+def plot_history(values: list[tuple[int, float]], path: Path, *, objective_name: str = "val_accuracy") -> Path:
     """Objective per finished trial and the best so far."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     numbers = [n for n, _ in values]
     objective = [v for _, v in values]
-    best = [max(objective[: i + 1]) for i in range(len(objective))]
+    pick = min if objective_name == "val_loss" else max
+    best = [pick(objective[: i + 1]) for i in range(len(objective))]
     ax.plot(numbers, objective, "o", label="trial")
     ax.step(numbers, best, where="post", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(objective_name.replace("val_", "validation "))
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Optimisation history")
@@ -104,6 +111,405 @@ def plot_architecture(layers: list[dict[str, Any]], title: str, path: Path) -> P
     return _save(fig, path)
 
 
+# ----- figures made from the trials -------------------------------------------------------------------------
+def _sort_key(value: Any) -> tuple[int, float, str]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def _label(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def axis_groups(trials: list[Any], axis: str, *, staged: bool) -> list[tuple[str, list[Any]]]:
+    """Trials with curves grouped by their value of ``axis``; empty when the axis did not vary.
+
+    For the staged engine only the trials of that stage count (plus the earlier trial they departed from),
+    because later stages changed other parameters as well and would mix two effects in one panel.
+    """
+    pool = [t for t in trials if t.user_attrs.get("history") and axis in t.params]
+    if staged:
+        stage = [t for t in pool if t.user_attrs.get("stage") == axis]
+        if stage:
+            rest = {k: v for k, v in stage[0].params.items() if k != axis}
+            before = [t for t in pool if t.number < stage[0].number
+                      and {k: v for k, v in t.params.items() if k != axis} == rest]
+            pool = before[-1:] + stage
+    values = sorted({t.params[axis] for t in pool}, key=_sort_key)
+    if len(values) < 2:
+        return []
+    if len(values) <= 6:
+        return [(_label(v), [t for t in pool if t.params[axis] == v]) for v in values]
+    if all(_sort_key(v)[0] == 0 for v in values):  # many numeric values: four bins of similar size
+        ordered = sorted(pool, key=lambda t: float(t.params[axis]))
+        bins = [list(b) for b in np.array_split(np.array(ordered, dtype=object), 4) if len(b)]
+        return [(f"{_label(b[0].params[axis])} to {_label(b[-1].params[axis])}", b) for b in bins]
+    return [(_label(v), [t for t in pool if t.params[axis] == v]) for v in values[:6]]
+
+
+def plot_axis_curves(axis: str, groups: list[tuple[str, list[Any]]], path: Path) -> Path:
+    """Train (solid) vs validation (dashed) loss and accuracy per value of one parameter, side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(groups), figsize=(3.2 * len(groups) + 0.6, 5.6), sharey="row", squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for col, (label, members) in enumerate(groups):
+        for row, metric in enumerate(("loss", "accuracy")):
+            ax = axes[row][col]
+            for i, t in enumerate(members):
+                history = t.user_attrs["history"]
+                colour = colours[i % len(colours)]
+                epochs = range(1, len(history.get(metric, [])) + 1)
+                ax.plot(epochs, history.get(metric, []), "-", color=colour, label=f"#{t.number} train")
+                ax.plot(range(1, len(history.get(f"val_{metric}", [])) + 1), history.get(f"val_{metric}", []), "--",
+                        color=colour, label=f"#{t.number} val")
+            ax.grid(alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if col == 0:
+                ax.set_ylabel(metric)
+            if row == 0:
+                ax.set_title(f"{axis} = {label}", fontsize=9)
+                ax.legend(fontsize=6)
+    fig.suptitle(f"Training (solid) vs validation (dashed) per {axis}")
+    return _save(fig, path)
+
+
+def plot_importances(importances: dict[str, float], path: Path) -> Path:
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names], color="#8ecae6")
+    ax.set_xlabel("importance (share of objective variance)")
+    ax.set_title("Parameter importances")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def plot_parallel(trials: list[Any], names: list[str], objective_name: str, path: Path) -> Path:
+    """Parallel coordinates in matplotlib: one line per complete trial, coloured by its objective."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 * (len(names) + 1) + 1.5, 4))
+    columns: list[np.ndarray] = []
+    ticks: list[tuple[list[float], list[str]]] = []
+    for name in names:
+        values = [t.params.get(name) for t in trials]
+        distribution = next((t.distributions[name] for t in trials if name in t.distributions), None)
+        numeric = all(_sort_key(v)[0] == 0 for v in values if v is not None)
+        if numeric and distribution is not None and hasattr(distribution, "low"):
+            log = bool(getattr(distribution, "log", False))
+            low, high = float(distribution.low), float(distribution.high)
+            scale = (lambda v: math.log10(v)) if log else (lambda v: v)  # noqa: E731
+            span = (scale(high) - scale(low)) or 1.0
+            col = np.array([(scale(float(v)) - scale(low)) / span if v is not None else np.nan for v in values])
+            ticks.append(([0.0, 1.0], [_label(low), _label(high)]))
+        else:
+            levels = sorted({v for v in values if v is not None}, key=_sort_key)
+            step = 1 / max(1, len(levels) - 1)
+            col = np.array([levels.index(v) * step if v is not None else np.nan for v in values])
+            ticks.append(([i * step for i in range(len(levels))], [_label(v) for v in levels]))
+        columns.append(col)
+    objective = np.array([t.value for t in trials], dtype=np.float64)
+    lo, hi = float(np.nanmin(objective)), float(np.nanmax(objective))
+    columns.append((objective - lo) / ((hi - lo) or 1.0))
+    ticks.append(([0.0, 1.0], [f"{lo:.3g}", f"{hi:.3g}"]))
+    data = np.stack(columns, axis=1)
+    cmap = plt.get_cmap("viridis" if objective_name != "val_loss" else "viridis_r")
+    for row, value in zip(data, objective):
+        ax.plot(range(len(columns)), row, "-o", color=cmap((value - lo) / ((hi - lo) or 1.0)), alpha=0.8, ms=3)
+    for x, (positions, labels) in enumerate(ticks):
+        ax.axvline(x, color="#999999", lw=0.8)
+        for y, text in zip(positions, labels):
+            ax.text(x + 0.03, y, text, fontsize=7, va="center")
+    ax.set_xticks(range(len(columns)), [*names, objective_name], rotation=20)
+    ax.set_yticks([])
+    ax.set_ylim(-0.08, 1.08)
+    ax.set_title("Parallel coordinates (colour: objective)")
+    return _save(fig, path)
+
+
+def plot_test_images(items: list[tuple[Path, str, str]], path: Path, *, size: int = 96) -> Path:
+    """A grid of test images titled with true and predicted labels; wrong predictions in red."""
+    from tuning.data.images import load_rgb
+
+    plt = _pyplot()
+    cols = min(8, len(items))
+    rows = math.ceil(len(items) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (file, true, predicted) in zip(axes.flat, items):
+        try:
+            ax.imshow(load_rgb(file, size))
+        except Exception:  # noqa: BLE001 - a moved or unreadable file leaves its cell blank, titled as such
+            ax.text(0.5, 0.5, "image\nmissing", ha="center", va="center", fontsize=7)
+        ax.set_title(f"true {true}\npred {predicted}", fontsize=7, color="#1b7f3b" if true == predicted else "#c0392b")
+    fig.suptitle("Test images: right (green) and wrong (red)")
+    return _save(fig, path)
+
+
+# ----- the page --------------------------------------------------------------------------------------------
+@dataclass
+class Block:
+    """One piece of a section, rendered both to HTML and to Markdown."""
+
+    kind: str  # "p", "note", "table", "figure"
+    text: str = ""
+    header: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    path: Path | None = None
+
+
+def _figure(make: Callable[[], Path], caption: str, what: str) -> Block:
+    """A figure, or a note saying why it could not be drawn: a report never fails over one figure."""
+    try:
+        return Block("figure", caption, path=make())
+    except Exception as exc:  # noqa: BLE001 - the reason goes into the report instead
+        return Block("note", f"{what} could not be drawn: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+
+
+def dataset_blocks(dataset: Path, metrics: dict[str, Any]) -> list[Block]:
+    """Class counts through dedup and review (manifest statuses), skipped files and why, the split sizes."""
+    blocks: list[Block] = []
+    manifest = Path(dataset) / "manifest.csv"
+    if manifest.exists():
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        classes = sorted({r.get("label", "") for r in rows})
+        kinds = ("duplicate", "rejected", "unreadable")
+
+        def kind(status: str) -> str:
+            return "ok" if status == "ok" else next((k for k in kinds if status.startswith(k)), "other")
+
+        table = []
+        for c in classes:
+            mine = [kind(r.get("status", "")) for r in rows if r.get("label") == c]
+            table.append([c, len(mine), *(mine.count(k) for k in kinds), mine.count("other"), mine.count("ok")])
+        kept = _kept_counts(Path(dataset), int(metrics["params"]["image_size"]))
+        for row in table:
+            row.append(kept.get(row[0], "-"))
+        blocks.append(Block("table", header=["class", "raw files", "duplicates", "rejected (review)", "unreadable",
+                                             "other", "usable", "kept (balanced)"], rows=table))
+        reasons: dict[str, list[str]] = {}
+        for r in rows:
+            status = r.get("status", "")
+            if status != "ok":
+                reason = "duplicate" if status.startswith("duplicate-of:") else status
+                reasons.setdefault(reason, []).append(r.get("path", ""))
+        if reasons:
+            blocks.append(Block("table", header=["skipped because", "images", "examples"],
+                                rows=[[k, len(v), ", ".join(v[:3])] for k, v in sorted(reasons.items())]))
+        else:
+            blocks.append(Block("p", "No image was skipped: every raw file is readable, unique and not rejected."))
+    else:
+        blocks.append(Block("note", f"{manifest} is missing, so counts before dedup and review are unknown."))
+    sizes = metrics.get("split_sizes", {})
+    blocks.append(Block("table", header=["classes", "train", "val", "test", "image size", "fitted on"],
+                        rows=[[", ".join(metrics["classes"]), sizes.get("train", "-"), sizes.get("val", "-"),
+                               sizes.get("test", "-"), f"{metrics['params']['image_size']} px",
+                               metrics.get("fit_on", "train")]]))
+    blocks.append(Block("note", f"Split {metrics['params']['split']}; the test share is held at the largest any "
+                                "searched split uses, so no trial ever trained or validated on a test image."))
+    return blocks
+
+
+def _kept_counts(dataset: Path, size: int) -> dict[str, int]:
+    path = dataset / "cache" / f"{size}px.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as npz:
+        classes = npz["classes"].tolist()
+        y = npz["y"]
+        return {c: int((y == i).sum()) for i, c in enumerate(classes)}
+
+
+def _importances(study: Any) -> tuple[dict[str, float], str]:
+    """Optuna's importances and the evaluator that computed them."""
+    import optuna
+
+    try:
+        return dict(optuna.importance.get_param_importances(study)), "fANOVA"
+    except ImportError:  # an evaluator that needs scikit-learn; PED-ANOVA does not
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), "PED-ANOVA"
+
+
+def _wall_seconds(trials: list[Any]) -> float:
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def build_report(folder: Path) -> Path:
+    """Write ``report/index.html`` (self-contained), ``report/report.md`` and the figures as PNG files.
+
+    Built from the study folder and its storage alone, so it can be rebuilt at any time; every figure that
+    cannot be drawn is replaced by a sentence saying why.
+    """
+    from tuning.engines.optuna_engine import load_study
+
+    folder = Path(folder)
+    config = read_config(folder)
+    paths = study_paths(folder)
+    out = paths["report"]
+    metrics_path = paths["final"] / "metrics.json"
+    if not metrics_path.exists():
+        raise StudyError(f"{folder}: no final/metrics.json yet; the search must finish before its report")
+    metrics = _io.read_json(metrics_path)
+    study = load_study(config)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    minimise = config.objective == "val_loss"
+    best = (min if minimise else max)(complete, key=lambda t: t.value) if complete else None
+    sections: list[tuple[str, list[Block]]] = []
+
+    low, high = metrics["accuracy_ci95"]
+    summary = (f"Test accuracy {metrics['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={metrics['n']}), "
+               f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
+    if metrics.get("roc_auc_macro") is not None:
+        summary += f", macro one-vs-rest ROC-AUC {_fmt(float(metrics['roc_auc_macro']))}"
+    sections.append(("Result", [Block("p", summary + ".")] + _seed_blocks(metrics)))
+    sections.append(("Dataset", dataset_blocks(Path(config.dataset), metrics)))
+
+    names = sorted({k for t in trials for k in t.params})
+    finite = [t for t in trials if t.value is not None and not math.isnan(t.value)]
+    ordered = sorted(finite, key=lambda t: t.value, reverse=not minimise) + [t for t in trials if t not in finite]
+    rows = [[t.number, t.state.name.lower(), t.value if t.value is not None else math.nan,
+             t.user_attrs.get("stage", ""), t.user_attrs.get("epochs", ""), _duration(t.user_attrs.get("seconds", 0)),
+             *(_label(t.params[n]) if n in t.params else "" for n in names), t.user_attrs.get("fail_reason", "")]
+            for t in ordered]
+    compute = sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials)
+    search = [
+        Block("table", header=["engine", "sampler", "pruner", "budget", "objective", "epochs/trial", "trials",
+                               "wall time", "training time"],
+              rows=[[config.engine, config.sampler, config.pruner, config.budget, config.objective, config.epochs,
+                     ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none",
+                     _duration(_wall_seconds(trials)), _duration(compute)]]),
+        Block("p", f"Best trial #{best.number}: {config.objective} {best.value:.4g}." if best else
+              "No trial completed."),
+        Block("table", header=["parameter", "value (retrained for the test)"],
+              rows=[[k, _label(v)] for k, v in metrics["params"].items()]),
+        Block("p", f"Trials, best first ({config.objective}):"),
+        Block("table", header=["trial", "state", config.objective, "stage", "epochs", "time", *names, "reason"],
+              rows=rows),
+    ]
+    sections.append(("Search", search))
+
+    figures: list[Block] = []
+    staged = config.engine == "staged"
+    varied = [n for n in names if len({repr(t.params.get(n)) for t in trials if n in t.params}) > 1]
+    for axis in varied:
+        groups = axis_groups(trials, axis, staged=staged)
+        if groups:
+            figures.append(_figure(lambda a=axis, g=groups: plot_axis_curves(a, g, out / f"curves_{a}.png"),
+                                   f"Training vs validation curves per {axis}", f"The curves per {axis}"))
+    if not varied:
+        figures.append(Block("note", "No parameter varied across trials, so there are no per-parameter curves."))
+    if best is not None and best.user_attrs.get("history"):
+        figures.append(_figure(lambda: plot_curves(best.user_attrs["history"], f"Best trial #{best.number}",
+                                                   out / "best_trial_curves.png"),
+                               f"Best trial #{best.number}: curves", "The best trial's curves"))
+    figures.append(_figure(lambda: plot_curves(metrics["history"], f"Final model (fitted on "
+                                               f"{metrics.get('fit_on', 'train')})", out / "final_curves.png"),
+                           "Final model: training curves", "The final model's curves"))
+    if len(complete) >= 2:
+        figures.append(_figure(lambda: plot_history([(t.number, t.value) for t in complete], out / "history.png",
+                                                    objective_name=config.objective),
+                               "Optimisation history", "The optimisation history"))
+    else:
+        figures.append(Block("note", f"Optimisation history needs at least two complete trials; this study has "
+                                     f"{len(complete)}."))
+    if len(complete) >= 3 and varied:
+        try:
+            importances, method = _importances(study)
+            figures.append(_figure(lambda: plot_importances(importances, out / "importances.png"),
+                                   f"Parameter importances ({method}, optuna.importance; {len(complete)} trials: "
+                                   "indicative only with few trials)", "The parameter importances"))
+        except Exception as exc:  # noqa: BLE001
+            figures.append(Block("note", f"Parameter importances could not be computed: {type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:160]}"))
+    else:
+        figures.append(Block("note", f"Parameter importances need at least 3 complete trials over a varied "
+                                     f"parameter; this study has {len(complete)} complete trial(s), too few to say "
+                                     "which parameter mattered."))
+    if len(complete) >= 2 and varied:
+        figures.append(_figure(lambda: plot_parallel(complete, varied, config.objective, out / "parallel.png"),
+                               "Parallel coordinates of the complete trials", "The parallel-coordinates plot"))
+    else:
+        figures.append(Block("note", "Parallel coordinates need at least two complete trials over a varied "
+                                     "parameter."))
+    sections.append(("Search figures", figures))
+
+    tests: list[Block] = [
+        Block("table", header=["class", "precision", "recall", "F1", "ROC-AUC (one-vs-rest)", "support"],
+              rows=[[c, v["precision"], v["recall"], v["f1"],
+                     _nan((metrics.get("roc_auc_per_class") or {}).get(c)), v["support"]]
+                    for c, v in metrics["per_class"].items()]),
+        _figure(lambda: plot_confusion(metrics["confusion_matrix"], metrics["classes"], out / "confusion.png"),
+                "Confusion matrix on the test split", "The confusion matrix"),
+        _test_grid(folder, Path(config.dataset), out),
+    ]
+    sections.append(("Test results", tests))
+
+    if (paths["final"] / "architecture.json").exists():
+        layers = _io.read_json(paths["final"] / "architecture.json")
+        appendix = _figure(lambda: plot_architecture(layers, f"{config.model} (final model)",
+                                                     out / "architecture.png"),
+                           "Structure of the final model", "The model structure")
+    else:
+        appendix = Block("note", "The final model's structure was not recorded (final/architecture.json).")
+    sections.append(("Appendix: final model structure", [appendix]))
+
+    title = f"Study {config.name}: {config.model}"
+    _io.write_text(out / "report.md", _markdown(title, sections, out))
+    _io.write_text(out / "index.html", _html(title, sections))
+    return out / "index.html"
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _seed_blocks(metrics: dict[str, Any]) -> list[Block]:
+    seeds = metrics.get("seeds") or {}
+    if seeds.get("k", 1) < 2:
+        return [Block("note", "Retrained with one seed, so the spread across seeds is unknown "
+                              "('tuning retrain --seeds K' measures it).")]
+    lo, hi = seeds["ci95"]
+    return [Block("table", header=["seeds", "mean accuracy", "std", "95% t-interval", "per seed"],
+                  rows=[[seeds["k"], seeds["mean"], seeds["std"], f"{lo:.3f}-{hi:.3f}",
+                         ", ".join(f"{a:.3f}" for a in seeds["accuracies"])]])]
+
+
+def _test_grid(folder: Path, dataset: Path, out: Path, *, per_kind: int = 8) -> Block:
+    """Up to ``per_kind`` wrong and right test predictions, from the raw files in predictions.csv."""
+    from tuning.evaluate import read_predictions
+
+    try:
+        rows = read_predictions(folder)
+    except StudyError as exc:
+        return Block("note", str(exc))
+    wrong = [r for r in rows if r["true"] != r["predicted"]][:per_kind]
+    right = [r for r in rows if r["true"] == r["predicted"]][: 2 * per_kind - len(wrong)]
+    items = [(dataset / r["file"], r["true"], r["predicted"]) for r in wrong + right]
+    if not items:
+        return Block("note", "The test split is empty, so there are no test images to show.")
+    return _figure(lambda: plot_test_images(items, out / "test_images.png"),
+                   f"Test images: {len(wrong)} wrong, {len(right)} right", "The test image grid")
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     caption = html.escape(alt)
@@ -128,79 +534,36 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}img{max-width:100%}.note{color:#666}"""
 
 
-def build_report(folder: Path) -> Path:
-    """Write ``report/index.html`` and its figures; sections that cannot be computed say why."""
-    from tuning.engines.optuna_engine import load_study
+def _html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    for name, blocks in sections:
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        for b in blocks:
+            if b.kind == "table":
+                parts.append(_table(b.header, b.rows))
+            elif b.kind == "figure" and b.path is not None:
+                parts.append(_img(b.path, b.text))
+            else:
+                cls = ' class="note"' if b.kind == "note" else ""
+                parts.append(f"<p{cls}>{html.escape(b.text)}</p>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
-    folder = Path(folder)
-    config = read_config(folder)
-    paths = study_paths(folder)
-    out = paths["report"]
-    metrics_path = paths["final"] / "metrics.json"
-    if not metrics_path.exists():
-        raise StudyError(f"{folder}: no final/metrics.json yet; the search must finish before its report")
-    metrics = _io.read_json(metrics_path)
-    study = load_study(config)
-    trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    figures: list[str] = []
-    sections: list[str] = []
 
-    best = max(complete, key=lambda t: t.value) if complete else None
-    if best is not None and best.user_attrs.get("history"):
-        figures.append(_img(plot_curves(best.user_attrs["history"], f"Best trial #{best.number}",
-                                        out / "best_trial_curves.png"), f"Best trial #{best.number}: curves"))
-    figures.append(_img(plot_curves(metrics["history"], "Final model (retrained)", out / "final_curves.png"),
-                        "Final model: training curves"))
-    figures.append(_img(plot_confusion(metrics["confusion_matrix"], metrics["classes"], out / "confusion.png"),
-                        "Confusion matrix on the test split"))
-    if (paths["final"] / "architecture.json").exists():
-        layers = _io.read_json(paths["final"] / "architecture.json")
-        appendix = _img(plot_architecture(layers, f"{config.model} (final model)", out / "architecture.png"),
-                        "Appendix: structure of the final model")
-    else:
-        appendix = '<p class="note">The final model\'s structure was not recorded (final/architecture.json).</p>'
-    if len(complete) >= 2:
-        figures.append(_img(plot_history([(t.number, t.value) for t in complete], out / "history.png"),
-                            "Optimisation history"))
-    else:
-        sections.append('<p class="note">Optimisation history needs at least two complete trials.</p>')
+def _markdown(title: str, sections: list[tuple[str, list[Block]]], out: Path) -> str:
+    def cell(value: Any) -> str:
+        return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
-    low, high = metrics["accuracy_ci95"]
-    names = sorted({k for t in trials for k in t.params})
-    trial_rows = sorted(trials, key=lambda t: -(t.value if t.value is not None and not math.isnan(t.value) else -1))
-    rows = [[t.number, t.state.name.lower(), t.value if t.value is not None else math.nan,
-             t.user_attrs.get("epochs", ""), *(t.params.get(n, "") for n in names),
-             t.user_attrs.get("fail_reason", "")] for t in trial_rows]
-    body = [
-        f"<h1>Study {html.escape(config.name)}: {html.escape(config.model)}</h1>",
-        f"<p>Test accuracy <b>{metrics['accuracy']:.3f}</b> (95% Wilson CI {low:.3f}-{high:.3f}, "
-        f"n={metrics['n']}), balanced accuracy {metrics['balanced_accuracy']:.3f}.</p>",
-        "<h2>Dataset</h2>",
-        _table(["dataset", "classes", "train", "val", "test", "image size"],
-               [[config.dataset, ", ".join(metrics["classes"]), metrics["split_sizes"]["train"],
-                 metrics["split_sizes"]["val"], metrics["split_sizes"]["test"],
-                 f"{metrics['params']['image_size']} px"]]),
-        f'<p class="note">Split {html.escape(str(metrics["params"]["split"]))}; the test share is held at the '
-        "largest any searched split uses, so no trial ever trained or validated on a test image.</p>",
-        "<h2>Search</h2>",
-        _table(["engine", "sampler", "pruner", "budget", "epochs/trial", "trials"],
-               [[config.engine, config.sampler, config.pruner, config.budget, config.epochs,
-                 ", ".join(f"{n} {s}" for s, n in sorted(states.items()))]]),
-        "<h3>Best parameters (retrained for the test)</h3>",
-        _table(["parameter", "value"], [[k, v] for k, v in metrics["params"].items()]),
-        "<h3>Trials, best first</h3>",
-        _table(["trial", "state", "val accuracy", "epochs", *names, "reason"], rows),
-        "<h2>Test results</h2>",
-        _table(["class", "precision", "recall", "F1", "support"],
-               [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]),
-        "<h2>Figures</h2>", *figures, *sections,
-        "<h2>Appendix: final model structure</h2>", appendix,
-    ]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Study {html.escape(config.name)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
-    _io.write_text(out / "index.html", page)
-    return out / "index.html"
+    lines = [f"# {title}", ""]
+    for name, blocks in sections:
+        lines += [f"## {name}", ""]
+        for b in blocks:
+            if b.kind == "table":
+                lines += ["| " + " | ".join(cell(h) for h in b.header) + " |",
+                          "| " + " | ".join("---" for _ in b.header) + " |",
+                          *("| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows), ""]
+            elif b.kind == "figure" and b.path is not None:
+                lines += [f"![{b.text}]({b.path.relative_to(out).as_posix()})", ""]
+            else:
+                lines += [f"_{b.text}_" if b.kind == "note" else b.text, ""]
+    return "\n".join(lines)

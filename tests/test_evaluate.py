@@ -1,0 +1,86 @@
+"""Retraining options on tiny real data: fit on train or train+val, several seeds, the metrics they write."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tuning.cli import cli
+from tuning.errors import StudyError, UnknownNameError
+from tuning.evaluate import best_epoch_count, best_trial, retrain_study
+from tuning.pipeline import SearchRequest, run_search
+from tuning.study import read_config
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("evaluate")
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=2, study="ev", runs=root / "runs", seed=1)
+    return run_search(request, on_event=lambda e: None).folder
+
+
+def _metrics(folder: Path) -> dict:
+    return json.loads((folder / "final" / "metrics.json").read_text())
+
+
+def test_search_retrains_on_train_with_one_seed_and_writes_full_metrics(study: Path) -> None:
+    m = _metrics(study)
+    assert m["fit_on"] == "train" and m["seeds"]["k"] == 1 and m["seeds"]["accuracies"] == [m["accuracy"]]
+    assert 0.0 <= m["roc_auc_macro"] <= 1.0 and set(m["roc_auc_per_class"]) == set(m["classes"])
+    assert m["n"] == m["split_sizes"]["test"] == sum(v["support"] for v in m["per_class"].values())
+    assert 1 <= m["best_epoch"] <= m["epochs_trained"] == 2
+    with open(study / "final" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["file", "true", "predicted", "p_Action", "p_Anime", "p_Romance"]
+    assert len(rows) == m["n"]
+    probs = np.array([[float(r[f"p_{c}"]) for c in m["classes"]] for r in rows])
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert [m["classes"][i] for i in probs.argmax(axis=1)] == [r["predicted"] for r in rows]
+    correct = sum(r["true"] == r["predicted"] for r in rows)
+    assert m["accuracy"] == pytest.approx(correct / len(rows))
+
+
+def test_best_epoch_count_follows_the_objective() -> None:
+    history = {"val_accuracy": [0.3, 0.6, 0.5], "val_loss": [1.0, 0.9, 0.7]}
+    assert best_epoch_count(history, "val_accuracy") == 2
+    assert best_epoch_count(history, "val_loss") == 3
+    assert best_epoch_count({}, "val_accuracy") == 0
+
+
+def test_retrain_cli_on_train_plus_val_with_two_seeds(study: Path, tmp_path: Path) -> None:
+    from tuning.engines.optuna_engine import load_study
+
+    folder = tmp_path / "copy"
+    shutil.copytree(study, folder)
+    before = _metrics(study)
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(folder), "--fit-on", "train+val", "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Across 2 seeds: mean" in result.output and "95% Wilson CI" in result.output
+    m = _metrics(folder)
+    config = read_config(folder)
+    best = best_trial(load_study(config), config.objective)
+    assert m["fit_on"] == "train+val"
+    assert m["epochs_trained"] == m["best_epoch"] == best_epoch_count(best.user_attrs["history"], "val_accuracy")
+    assert "val_accuracy" not in m["history"]  # nothing left to validate on: no best-epoch restore
+    assert m["split_sizes"] == before["split_sizes"]  # the same test split, and val is folded into training
+    s = m["seeds"]
+    assert s["k"] == 2 and s["accuracies"][0] == pytest.approx(m["accuracy"])
+    assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert (folder / "export" / "model.keras").exists() and (folder / "report" / "index.html").exists()
+
+
+def test_bad_retrain_options_are_refused(study: Path) -> None:
+    with pytest.raises(UnknownNameError, match="unknown --fit-on value 'all'; known: train, train\\+val"):
+        retrain_study(study, fit_on="all")
+    with pytest.raises(StudyError, match="--seeds must be >= 1, got 0"):
+        retrain_study(study, seeds=0)
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(study.parent / "nope")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "no study here" in result.output

@@ -1,0 +1,195 @@
+"""Export formats agree with the tested model; predict takes any image; bad model files are refused safely."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tuning.cli import cli
+from tuning.data.images import load_rgb
+from tuning.errors import ToolkitError, UnknownNameError
+from tuning.export import ONNX_HINT, ExportResult, export_study, load_predictor, parse_formats, predict
+from tuning.pipeline import SearchRequest, run_search
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[ExportResult, Path]:
+    root = tmp_path_factory.mktemp("export")
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=2, study="ex", runs=root / "runs", seed=1)
+    folder = run_search(request, on_event=lambda e: None).folder
+    return export_study(folder, formats=parse_formats("keras,savedmodel,tflite,onnx")), folder
+
+
+def _test_images(folder: Path, dataset: Path, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    with open(folder / "final" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:n]
+    images = np.stack([load_rgb(dataset / r["file"], 32) for r in rows]).astype(np.float32)
+    return images, np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+
+
+def test_every_format_predicts_like_the_keras_model(exported: tuple[ExportResult, Path], tiny_dataset: Path) -> None:
+    result, folder = exported
+    images, recorded = _test_images(folder, tiny_dataset)
+    reference = load_predictor(result.files["keras"]).run(images)
+    assert np.abs(reference - recorded).max() < 1e-5  # and the .keras file is the model that was tested
+    formats = {"savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
+    assert formats <= set(result.files)
+    for fmt in formats - {"onnx"}:
+        predictor = load_predictor(result.files[fmt])
+        assert predictor.format == fmt and predictor.size == 32 and predictor.n_classes == 3
+        probs = predictor.run(images)
+        assert np.abs(probs - reference).max() < 1e-4, fmt
+        assert (probs.argmax(axis=1) == reference.argmax(axis=1)).all(), fmt
+
+
+def test_onnx_is_exported_or_explained(exported: tuple[ExportResult, Path]) -> None:
+    result, _ = exported
+    if "onnx" in result.files:
+        assert result.files["onnx"].stat().st_size > 1000
+    else:
+        assert result.skipped == {"onnx": ONNX_HINT} and "pip install tf2onnx onnx" in ONNX_HINT
+
+
+def test_model_card_describes_input_metrics_files_and_data(exported: tuple[ExportResult, Path],
+                                                           tiny_dataset: Path) -> None:
+    result, folder = exported
+    card = json.loads((result.folder / "model_card.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert card["test"]["seeds"]["std"] is None  # one seed: the spread is unknown, written as null
+    metrics = json.loads((folder / "final" / "metrics.json").read_text())
+    assert card["classes"] == ["Action", "Anime", "Romance"]
+    assert card["input"]["height"] == card["input"]["width"] == 32 and "BILINEAR" in card["input"]["preprocessing"]
+    assert card["test"]["accuracy_ci95"] == metrics["accuracy_ci95"] and card["test"]["seeds"]["k"] == 1
+    assert card["test"]["roc_auc_macro"] == metrics["roc_auc_macro"]
+    assert card["params"] == metrics["params"]
+    manifest = hashlib.sha256((tiny_dataset / "manifest.csv").read_bytes()).hexdigest()
+    assert card["dataset_manifest_sha256"] == manifest
+    assert card["versions"]["keras"] and card["versions"]["tensorflow"]
+    model_hash = hashlib.sha256((result.folder / "model.keras").read_bytes()).hexdigest()
+    assert card["files"]["keras"] == {"path": "model.keras", "sha256": model_hash}
+    assert set(card["files"]) == set(result.files)
+    md = (result.folder / "model_card.md").read_text()
+    assert "95% Wilson CI" in md and manifest in md and "| learning_rate |" in md
+
+
+def test_export_cli_lists_files_and_refuses_unknown_formats(exported: tuple[ExportResult, Path]) -> None:
+    _, folder = exported
+    result = CliRunner().invoke(cli, ["export", "--study", str(folder), "--format", "keras,tflite"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("keras") and "model.tflite" in result.output and "model_card.md" in result.output
+    result = CliRunner().invoke(cli, ["export", "--study", str(folder), "--format", "keras,pt"])
+    assert result.exit_code == 1
+    assert result.output == "Error: unknown export format 'pt'; known: keras, onnx, savedmodel, tflite\n"
+    with pytest.raises(ToolkitError, match="no export format given"):
+        parse_formats("")
+    with pytest.raises(UnknownNameError):
+        parse_formats(["keras", "h5"])
+
+
+def _odd_images(folder: Path) -> dict[str, Path]:
+    """Images of every awkward kind a user may hand to predict."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    out = {}
+
+    def save(name: str, image: Image.Image) -> None:
+        out[name] = folder / name
+        image.save(out[name])
+
+    save("gray.png", Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8), "L"))
+    save("rgba.png", Image.fromarray(rng.integers(0, 255, (30, 30, 4), dtype=np.uint8), "RGBA"))
+    save("tiny.png", Image.fromarray(np.array([[[200, 10, 10]]], dtype=np.uint8), "RGB"))
+    save("huge.jpg", Image.fromarray(rng.integers(0, 255, (1500, 4000, 3), dtype=np.uint8), "RGB"))
+    save("palette.gif", Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), "RGB").convert("P"))
+    save("cmyk.jpg", Image.fromarray(rng.integers(0, 255, (33, 17, 3), dtype=np.uint8), "RGB").convert("CMYK"))
+    save("deep.png", Image.fromarray(rng.integers(0, 65535, (24, 24), dtype=np.uint16)))
+    return out
+
+
+def test_predict_takes_any_size_or_mode_in_every_format(exported: tuple[ExportResult, Path], tmp_path: Path) -> None:
+    result, _ = exported
+    images = _odd_images(tmp_path / "odd")
+    by_format = {}
+    for fmt in ("keras", "savedmodel", "tflite"):
+        rows = predict(result.files[fmt], [tmp_path / "odd"], top_k=3)
+        assert len(rows) == len(images) and not [r for r in rows if "error" in r], rows
+        assert all(r["top"][0]["class"] in ("Action", "Anime", "Romance") for r in rows)
+        assert all(abs(sum(r["probabilities"].values()) - 1.0) < 1e-4 for r in rows)
+        by_format[fmt] = np.array([list(r["probabilities"].values()) for r in rows])
+    assert np.abs(by_format["savedmodel"] - by_format["keras"]).max() < 1e-4
+    assert np.abs(by_format["tflite"] - by_format["keras"]).max() < 1e-4
+
+
+def test_predict_cli_json_and_csv(exported: tuple[ExportResult, Path], tmp_path: Path) -> None:
+    result, _ = exported
+    images = _odd_images(tmp_path / "odd")
+    (tmp_path / "odd" / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out.csv"
+    run = CliRunner().invoke(cli, ["predict", str(result.model), str(images["gray.png"]), str(tmp_path / "odd"),
+                                   "--json", "--csv", str(out)])
+    assert run.exit_code == 0, run.output
+    rows = json.loads(run.output)
+    assert len(rows) == 1 + len(images) + 1
+    with open(out, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == ["file", "predicted", "probability", "p_Action", "p_Anime", "p_Romance", "error"]
+    assert len(table) == len(rows) and [r for r in table if r["error"]][0]["file"].endswith("broken.png")
+
+
+def test_random_bytes_are_not_a_model(tmp_path: Path) -> None:
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(np.random.default_rng(0).bytes(2048))
+    run = CliRunner().invoke(cli, ["predict", str(bad), str(tmp_path)])
+    assert run.exit_code == 1 and run.output.count("\n") == 1
+    assert run.output.startswith(f"Error: {bad}: not a loadable .keras model")
+    with pytest.raises(ToolkitError, match="no such model file"):
+        load_predictor(tmp_path / "missing.keras")
+    with pytest.raises(ToolkitError, match="not a SavedModel folder"):
+        load_predictor(tmp_path)
+
+
+def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path: Path) -> None:
+    """Keras stores a Lambda's Python bytecode; safe mode must refuse it before anything runs."""
+    import keras
+
+    marker = tmp_path / "ran.txt"
+
+    target = str(marker)  # a plain string travels inside the saved bytecode's closure
+    payload = keras.layers.Lambda(lambda x: x if open(target, "w").write("code ran") else x)
+    model = keras.Sequential([keras.Input((4,)), payload, keras.layers.Dense(2)])
+    path = tmp_path / "evil.keras"
+    model.save(path)
+    marker.unlink()
+    run = CliRunner().invoke(cli, ["predict", str(path), str(tmp_path)])
+    assert run.exit_code == 1 and run.output.count("\n") == 1 and "not a loadable .keras model" in run.output
+    assert "Lambda" in run.output and not marker.exists()
+
+
+def test_a_foreign_class_in_the_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.keras"
+    config = {"module": "os", "class_name": "system", "config": {"command": "touch pwned"}, "registered_name": None}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.0"}))
+    with pytest.raises(ToolkitError, match="not a loadable .keras model"):
+        load_predictor(path)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_later_export_refreshes_every_format_already_there(exported: tuple[ExportResult, Path]) -> None:
+    """After a retrain the default export rewrites the TFLite file too, so no stale artefact survives."""
+    result, folder = exported
+    before = result.files["tflite"].stat().st_mtime_ns
+    again = export_study(folder)
+    assert {"keras", "savedmodel", "tflite"} <= set(again.files)
+    assert again.files["tflite"].stat().st_mtime_ns > before

@@ -1,0 +1,141 @@
+"""The study report on a small finished study: every section and figure, and honest notes where data are short."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuning.pipeline import SearchRequest, run_search
+from tuning.report import axis_groups, build_report, dataset_blocks
+from tuning.study import read_config, write_config
+
+FIGURES = ("curves_learning_rate.png", "curves_dropout.png", "best_trial_curves.png", "final_curves.png",
+           "history.png", "importances.png", "parallel.png", "confusion.png", "test_images.png", "architecture.png")
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=3, study="rep", runs=root / "runs", seed=1, pruner="none")
+    return run_search(request, on_event=lambda e: None).folder
+
+
+def test_report_has_every_section_and_figure(study: Path) -> None:
+    page = build_report(study).read_text()
+    for heading in ("Result", "Dataset", "Search", "Search figures", "Test results", "Appendix: final model structure"):
+        assert f"<h2>{heading}</h2>" in page
+    for figure in FIGURES:
+        assert (study / "report" / figure).stat().st_size > 1000, figure
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert not re.search(r"""(src|href)=["']?(https?:|//|[^"'d])""", page)  # self-contained: nothing to fetch
+    for text in ("95% Wilson CI", "macro one-vs-rest ROC-AUC", "raw files", "kept (balanced)", "optuna", "tpe",
+                 "wall time", "3 complete", "Best trial #", "Trials, best first", "learning_rate", "ROC-AUC",
+                 "Retrained with one seed", "No image was skipped"):
+        assert text in page, text
+    md = (study / "report" / "report.md").read_text()
+    assert "## Search figures" in md and all(f"]({figure})" in md for figure in FIGURES)
+
+
+def test_trials_table_is_sorted_by_objective(study: Path) -> None:
+    page = (study / "report" / "index.html").read_text() if (study / "report" / "index.html").exists() else ""
+    page = page or build_report(study).read_text()
+    table = page.split("Trials, best first")[1].split("</table>")[0]
+    values = [float(v) for v in re.findall(r"<tr><td>\d+</td><td>complete</td><td>([0-9.]+)</td>", table)]
+    assert len(values) == 3 and values == sorted(values, reverse=True)
+
+
+def test_too_few_trials_are_stated_not_crashed(study: Path, tmp_path: Path) -> None:
+    """A copy of the study whose storage holds one trial: the report says what it cannot show."""
+    folder = tmp_path / "one"
+    shutil.copytree(study, folder)
+    config = read_config(study)
+    first = optuna.load_study(study_name=config.name, storage=_storage(config.storage)).get_trials()[0]
+    config.storage = f"journal:{(folder / 'one.journal').as_posix()}"
+    write_config(folder, config)
+    optuna.create_study(study_name=config.name, storage=_storage(config.storage),
+                        direction="maximize").add_trial(first)
+    for figure in FIGURES:
+        (folder / "report" / figure).unlink()
+    page = build_report(folder).read_text()
+    assert "Optimisation history needs at least two complete trials; this study has 1." in page
+    assert "Parameter importances need at least 3 complete trials" in page
+    assert "No parameter varied across trials" in page
+    assert not (folder / "report" / "importances.png").exists()
+    assert (folder / "report" / "confusion.png").exists()
+
+
+def test_missing_test_images_leave_blank_cells(study: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "moved"
+    shutil.copytree(study, folder)
+    config = read_config(folder)
+    config.dataset = str(tmp_path / "no-such-dataset")
+    write_config(folder, config)
+    page = build_report(folder).read_text()
+    assert "manifest.csv is missing" in page
+    assert (folder / "report" / "test_images.png").stat().st_size > 1000
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    from tuning.engines._storage import open_storage
+
+    return open_storage(url)
+
+
+def test_dataset_card_counts_statuses_and_reasons(tmp_path: Path) -> None:
+    rows = [("raw/a/1.png", "a", "ok"), ("raw/a/2.png", "a", "duplicate-of:raw/a/1.png"),
+            ("raw/a/3.png", "a", "rejected"), ("raw/b/1.png", "b", "ok"), ("raw/b/2.png", "b", "ok"),
+            ("raw/b/3.png", "b", "unreadable:truncated file")]
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "status"])
+        writer.writerows(rows)
+    metrics = {"classes": ["a", "b"], "params": {"image_size": 32, "split": "70/15/15"},
+               "split_sizes": {"train": 2, "val": 0, "test": 1}}
+    blocks = dataset_blocks(tmp_path, metrics)
+    counts = blocks[0]
+    assert counts.rows == [["a", 3, 1, 1, 0, 0, 1, "-"], ["b", 3, 0, 0, 1, 0, 2, "-"]]
+    reasons = {row[0]: row[1:] for row in blocks[1].rows}
+    assert reasons == {"duplicate": [1, "raw/a/2.png"], "rejected": [1, "raw/a/3.png"],
+                       "unreadable:truncated file": [1, "raw/b/3.png"]}
+    assert blocks[2].rows[0][1:5] == [2, 0, 1, "32 px"]
+
+
+def _trial(number: int, params: dict, stage: str | None, value: float) -> optuna.trial.FrozenTrial:
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                     "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    attrs = {"history": {"loss": [1.0, 0.9], "val_loss": [1.1, 1.0], "accuracy": [0.4, 0.5],
+                         "val_accuracy": [0.3, value]}}
+    if stage:
+        attrs["stage"] = stage
+    trial = optuna.trial.create_trial(params=params, distributions=distributions, value=value, user_attrs=attrs)
+    trial.number = number
+    return trial
+
+
+def test_staged_axis_groups_use_the_stage_and_the_trial_it_left() -> None:
+    trials = [
+        _trial(0, {"learning_rate": 1e-3, "dropout": 0.0}, "base", 0.5),
+        _trial(1, {"learning_rate": 1e-2, "dropout": 0.0}, "learning_rate", 0.6),
+        _trial(2, {"learning_rate": 1e-4, "dropout": 0.0}, "learning_rate", 0.4),
+        _trial(3, {"learning_rate": 1e-2, "dropout": 0.3}, "dropout", 0.7),
+    ]
+    lr = axis_groups(trials, "learning_rate", staged=True)
+    assert [(label, [t.number for t in ts]) for label, ts in lr] == [("0.0001", [2]), ("0.001", [0]), ("0.01", [1])]
+    dropout = axis_groups(trials, "dropout", staged=True)  # departs from trial 1, the stage's winner
+    assert [(label, [t.number for t in ts]) for label, ts in dropout] == [("0", [1]), ("0.3", [3])]
+    # without stages every trial counts, grouped by value
+    assert [len(ts) for _, ts in axis_groups(trials, "dropout", staged=False)] == [3, 1]
+
+
+def test_many_numeric_values_are_binned() -> None:
+    trials = [_trial(i, {"learning_rate": 10 ** (-4 + i * 0.2), "dropout": 0.0}, None, 0.5) for i in range(10)]
+    groups = axis_groups(trials, "learning_rate", staged=False)
+    assert len(groups) == 4 and sum(len(ts) for _, ts in groups) == 10
+    assert all(" to " in label for label, _ in groups)
