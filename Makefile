@@ -15,7 +15,7 @@ STUDY  ?=
 SEARCH_ARGS = --model $(MODEL) --data $(DATA) --engine $(ENGINE) --budget $(BUDGET) --seed $(SEED) \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STUDY),--study $(STUDY))
 
-.PHONY: venv search test lint report export clean distclean
+.PHONY: venv search test lint bench study report export clean distclean
 
 # Reinstalls only when the package metadata changes; fast no-op otherwise.
 $(STAMP): setup.cfg pyproject.toml
@@ -39,6 +39,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check tuning tests search_spaces
 
+# Figures for BENCHMARKS.md: the dataset pipeline on the posters (read in place, outputs in a temp folder),
+# then the engines' overheads on the demo data (PostgreSQL too when TUNING_TEST_POSTGRES names a server).
+POSTERS ?= ../shared/datasets/posters
+bench: $(STAMP) datasets/demo/raw
+	$(BIN)/python benchmarks/data_bench.py --posters $(POSTERS)
+	$(BIN)/python benchmarks/engine_bench.py
+
 report: $(STAMP)
 	$(if $(STUDY),,$(error STUDY is required, e.g. make report STUDY=vgg16-demo-quick))
 	$(BIN)/tuning report --study $(STUDY)
@@ -53,3 +60,10 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) datasets/demo
+
+# The poster study -> docs/poster-study.md: staged vs TPE vs Hyperband on equal epoch budgets, both models;
+# posters read in place (symlinks), studies in runs/poster-study/. About 2 hours on 2 cores;
+# `make study STUDY_ARGS=--tiny` is a smoke run of a few minutes.
+STUDY_ARGS ?=
+study: $(STAMP)
+	$(BIN)/python benchmarks/poster_study.py --posters $(POSTERS) $(STUDY_ARGS)

@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("datasets/demo"))
     parser.add_argument("--postgres", default=os.environ.get("TUNING_TEST_POSTGRES"))
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3, help="Epochs of each overhead trial.")
+    parser.add_argument("--parts", default="overhead,memory,storage", help="Comma-separated parts to run.")
     args = parser.parse_args()
     import optuna
 
@@ -112,20 +114,23 @@ def main() -> None:
     runtime.apply(runtime.resolve())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print("Per-trial overhead (alexnet quick, demo data, 3 epochs):", flush=True)
-        ratios = overhead(args.data, work, args.rounds, 3)
-        print(f"  median ratio toolkit/plain: {statistics.median(ratios):.3f} over {len(ratios)} rounds")
-        print("RSS of the training process (alexnet quick, 1 epoch per trial):", flush=True)
-        for mode, rss in memory(args.data, work, 20, 5).items():
-            print(f"  {mode:<11} after trial 1: {rss[0]:.0f} MB, after trial 20: {rss[-1]:.0f} MB, "
-                  f"max {max(rss):.0f} MB ({(rss[-1] - rss[0]) / (len(rss) - 1):+.1f} MB per trial)")
-        print("Storage overhead per trial (objective returns at once, 200 trials):")
-        urls = {"journal": f"journal:{work / 'bench.journal'}", "sqlite": f"sqlite:///{work / 'bench.db'}"}
-        if args.postgres:
-            urls["postgresql"] = args.postgres
-        for name, url in urls.items():
-            print(f"  {name:<11} {storage_cost(url, 200):6.1f} ms/trial", flush=True)
-
+        parts = args.parts.split(",")
+        if "overhead" in parts:
+            print(f"Per-trial overhead (alexnet quick, demo data, {args.epochs} epochs):", flush=True)
+            ratios = overhead(args.data, work, args.rounds, args.epochs)
+            print(f"  median ratio toolkit/plain: {statistics.median(ratios):.3f} over {len(ratios)} rounds")
+        if "memory" in parts:
+            print("RSS of the training process (alexnet quick, 1 epoch per trial):", flush=True)
+            for mode, rss in memory(args.data, work, 20, 5).items():
+                print(f"  {mode:<11} after trial 1: {rss[0]:.0f} MB, after trial 20: {rss[-1]:.0f} MB, "
+                      f"max {max(rss):.0f} MB ({(rss[-1] - rss[0]) / (len(rss) - 1):+.1f} MB per trial)")
+        if "storage" in parts:
+            print("Storage overhead per trial (objective returns at once, 200 trials):")
+            urls = {"journal": f"journal:{work / 'bench.journal'}", "sqlite": f"sqlite:///{work / 'bench.db'}"}
+            if args.postgres:
+                urls["postgresql"] = args.postgres
+            for name, url in urls.items():
+                print(f"  {name:<11} {storage_cost(url, 200):6.1f} ms/trial", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -74,19 +74,115 @@ def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--size", type=int, default=96, show_default=True)
 @click.option("--per-class", type=int, default=None, help="Images per class after balancing [smallest class].")
+@click.option("--balance", type=click.Choice(["undersample", "weights"]), default="undersample", show_default=True,
+              help="undersample: drop images down to the smallest class; weights: keep all, store class weights.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @handle_errors
-def data_prepare(dataset: Path, size: int, per_class: int | None, seed: int) -> None:
+def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int) -> None:
     """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
     from tuning.data.prepare import prepare
 
-    report = prepare(dataset, size=size, seed=seed, per_class=per_class)
+    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
     click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
     for name, n in report.available.items():
-        click.echo(f"  {name:<16} {report.kept[name]:>6} kept of {n} usable")
+        weight = f"  class weight {report.class_weights[name]:.3f}" if balance == "weights" else ""
+        click.echo(f"  {name:<16} {report.kept[name]:>6} kept of {n} usable{weight}")
     click.echo(f"  skipped {len(report.skipped)} file(s)")
     for path, reason in report.skipped:
         click.echo(f"    {path}: {reason}")
+
+
+@data.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder (copies go to OUT/raw/).")
+@handle_errors
+def data_import(source: Path, out: Path) -> None:
+    """Copy SOURCE/<class>/** (nested folders kept) into OUT/raw/<class>/ and build OUT/manifest.csv."""
+    from tuning.data.importer import import_folder
+
+    start, tty = time.perf_counter(), sys.stdout.isatty()
+
+    def progress(i: int, n: int) -> None:
+        if tty and (i == n or i % 50 == 0):
+            click.echo(f"\rCopying {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
+
+    result = import_folder(source, out, progress=progress)
+    click.echo(f"Imported {sum(result.copied.values())} new image(s) into {out / 'raw'} in {result.seconds:.1f}s "
+               f"({sum(result.present.values())} already there)")
+    for label, n in result.copied.items():
+        click.echo(f"  {label:<16} {n:>6} copied {result.present[label]:>6} already there")
+    for label in result.empty_classes:
+        click.echo(f"  class folder '{label}' has no image file")
+    click.echo(f"Skipped {len(result.skipped)} file(s)")
+    for reason, n in result.reasons().most_common():
+        click.echo(f"  {reason:<48} {n:>6}")
+    if result.unreadable:
+        click.echo(f"Unreadable images (kept, marked in the manifest): {len(result.unreadable)}")
+    click.echo(f"Manifest: {out / 'manifest.csv'}")
+
+
+@data.command("dedup")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--hash", "kind", type=click.Choice(["phash", "dhash", "ahash", "whash", "colorhash"]),
+              default="phash", show_default=True, help="Perceptual hash that compares images.")
+@click.option("--threshold", type=int, default=None,
+              help="Max differing hash bits for near duplicates [phash 10, dhash 10, ahash 5, whash 5, colorhash 0].")
+@click.option("--no-mirror", is_flag=True, help="Do not count mirrored copies as duplicates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary with every group as JSON.")
+@handle_errors
+def data_dedup(dataset: Path, kind: str, threshold: int | None, no_mirror: bool, as_json: bool) -> None:
+    """Group byte-identical and near-duplicate images in DATASET/manifest.csv; one per group is kept."""
+    from tuning.data.dedup import dedup
+
+    start, tty = time.perf_counter(), sys.stdout.isatty() and not as_json
+
+    def progress(stage: str, i: int, n: int) -> None:
+        if tty and (i == n or i % 50 == 0):
+            name = {"describe": "Describing", "hash": "Hashing"}.get(stage, stage)
+            click.echo(f"\r{name} {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
+
+    result = dedup(dataset, kind=kind, threshold=threshold, mirror=not no_mirror, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    mirrored = f"mirrored copies within {result.mirror_threshold}" if result.mirror else "mirrored copies not compared"
+    click.echo(f"Compared {result.images} images by {result.hash} (threshold {result.threshold}, {mirrored}) "
+               f"in {result.seconds:.1f}s")
+    click.echo(f"  {result.exact_groups} byte-identical group(s), {result.near_groups} near-duplicate group(s); "
+               f"{result.duplicates} image(s) marked duplicate-of")
+    for g in result.groups[:20]:
+        mixed = f"  (classes differ: {', '.join(g.labels)})" if len(g.labels) > 1 else ""
+        click.echo(f"  {'exact' if g.exact else 'near '} keep {g.kept}: {', '.join(g.duplicates)}{mixed}")
+    if len(result.groups) > 20:
+        click.echo(f"  ... {len(result.groups) - 20} more (--json lists all)")
+    for path, reason in result.unhashable:
+        click.echo(f"  could not hash {path}: {reason}")
+    click.echo(f"Manifest: {result.dataset / 'manifest.csv'}")
+
+
+@data.command("stats")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def data_stats(dataset: Path, as_json: bool) -> None:
+    """Counts per class and status, image sizes, and why files are skipped (from DATASET/manifest.csv)."""
+    from tuning.data.stats import dataset_stats
+
+    st = dataset_stats(dataset)
+    if as_json:
+        click.echo(json.dumps(st.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{st.dataset}: {st.files} files, {st.duplicate_groups} duplicate group(s)")
+    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6}")
+    for label, c in st.per_class.items():
+        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6}")
+    click.echo("Status: " + ", ".join(f"{k} {v}" for k, v in st.per_status.items()))
+    if st.sizes:
+        (w0, w1, w2), (h0, h1, h2) = st.sizes.width, st.sizes.height
+        click.echo(f"Size (min/median/max): width {w0}/{w1}/{w2}, height {h0}/{h1}/{h2} px")
+    click.echo(f"Skipped {sum(st.reasons.values())} file(s)")
+    for reason, n in st.reasons.items():
+        click.echo(f"  {reason:<48} {n:>6}")
 
 
 @data.command("collect")
@@ -255,6 +351,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Train each configuration with this many seeds; the objective is their mean.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes (optuna engine).")
+@click.option("--trials-per-process", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Train in child processes replaced after this many trials, which keeps memory flat "
+                   "(TensorFlow keeps ~25 MB per model); 0 trains in this process.")
 @click.option("--max-failures", type=click.IntRange(min=0), default=0,
               help="Stop after this many failed trials [0: max(3, trials)].")
 @click.option("--budget", default="auto", show_default=True,
@@ -267,14 +366,15 @@ def _summary(outcome: Any) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @handle_errors
 def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
-           repeats: int, workers: int, max_failures: int, budget: str, trials: int | None, epochs: int | None,
-           params: str | None, study: str | None, storage: str | None, seed: int) -> None:
+           repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
+           epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
     request = SearchRequest(
         model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
-        repeats=repeats, workers=workers, max_failures=max_failures, budget=budget,
+        repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
+        budget=budget,
         trials=trials, epochs=epochs, study=study, storage=storage, seed=seed,
         params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
     )
@@ -312,13 +412,72 @@ def report(study: str) -> None:
 
 @cli.command()
 @study_option
+@click.option("--fit-on", type=click.Choice(["train", "train+val"]), default="train", show_default=True,
+              help="train: keep the best validation epoch; train+val: train for the best trial's best epoch count.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Retrain with this many seeds; the first seed's model is kept, the spread is reported.")
 @handle_errors
-def export(study: str) -> None:
-    """Copy the retrained model to runs/<study>/export/ with its model card."""
+def retrain(study: str, fit_on: str, seeds: int) -> None:
+    """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
+    from tuning.evaluate import retrain_study
     from tuning.export import export_study
     from tuning.pipeline import study_folder
+    from tuning.report import build_report
+    from tuning.study import read_config
 
-    click.echo(f"Model: {export_study(study_folder(study))}")
+    _quiet_libraries()
+    folder = study_folder(study)
+    read_config(folder)  # a missing study fails before the progress line
+    click.echo(f"Retraining {folder} on {fit_on} with {seeds} seed(s), then one test evaluation each...")
+    m = retrain_study(folder, fit_on=fit_on, seeds=seeds)
+    low, high = m["accuracy_ci95"]
+    click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
+               f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")
+    s = m["seeds"]
+    if s["k"] > 1:
+        click.echo(f"Across {s['k']} seeds: mean {s['mean']:.3f}, std {s['std']:.3f}, 95% t-interval "
+                   f"{s['ci95'][0]:.3f}-{s['ci95'][1]:.3f} ({', '.join(f'{a:.3f}' for a in s['accuracies'])})")
+    click.echo(f"Report: {build_report(folder)}")
+    click.echo(f"Model:  {export_study(folder).model}")
+
+
+@cli.command()
+@click.argument("study_a", metavar="STUDY_A")
+@click.argument("study_b", metavar="STUDY_B")
+@handle_errors
+def compare(study_a: str, study_b: str) -> None:
+    """Compare two studies' final models on their shared test split (McNemar's exact test)."""
+    from tuning.compare import compare_studies
+    from tuning.pipeline import study_folder
+
+    c = compare_studies(study_folder(study_a), study_folder(study_b))
+    for label, side in (("A", c.a), ("B", c.b_side)):
+        click.echo(f"{label} {side.folder}: test accuracy {side.accuracy:.3f} ({side.correct}/{side.n}, "
+                   f"95% Wilson CI {side.ci95[0]:.3f}-{side.ci95[1]:.3f})")
+    click.echo(f"Paired on {c.a.n} test images: both right {c.both_right}, only A right {c.only_a}, "
+               f"only B right {c.only_b}, both wrong {c.both_wrong}")
+    click.echo(f"McNemar exact two-sided binomial test on the {c.only_a + c.only_b} discordant pairs: "
+               f"p = {c.p_exact:.4g} (mid-p {c.p_mid:.4g})")
+    verdict = "differ" if c.p_exact < 0.05 else "cannot be told apart"
+    click.echo(f"At the 5% level the two models {verdict} on this test split (difference {c.difference:+.3f}).")
+
+
+@cli.command()
+@study_option
+@click.option("--format", "formats", default="keras", show_default=True, metavar="LIST",
+              help="Comma-separated: keras, savedmodel, tflite, onnx (or all).")
+@handle_errors
+def export(study: str, formats: str) -> None:
+    """Write the retrained model to runs/<study>/export/ in each format, with its model card."""
+    from tuning.export import export_study, parse_formats
+    from tuning.pipeline import study_folder
+
+    result = export_study(study_folder(study), formats=parse_formats(formats))
+    for fmt, path in result.files.items():
+        click.echo(f"{fmt:<11} {path}")
+    for fmt, reason in result.skipped.items():
+        click.echo(f"{fmt:<11} not exported: {reason}")
+    click.echo(f"Card:       {result.folder / 'model_card.md'}")
 
 
 @cli.command()
@@ -326,12 +485,17 @@ def export(study: str) -> None:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.option("--csv", "csv_file", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 @handle_errors
-def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool) -> None:
-    """Classify IMAGES (files or folders) with an exported .keras MODEL."""
+def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None) -> None:
+    """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel or .tflite)."""
+    from tuning import _io
     from tuning.export import predict as run_predict
+    from tuning.export import predictions_table
 
     rows = run_predict(model, list(images), top_k=top_k)
+    if csv_file is not None:
+        _io.write_text(csv_file, predictions_table(rows))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
