@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,26 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "tiny"
     make_demo(root / "raw", per_class=24, size=32, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def finished_study(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+                   ) -> Path:
+    """One finished tiny search (alexnet, 3 trials, no pruning), made once per session; copy before changing."""
+    from tuning.pipeline import SearchRequest, run_search
+
+    root = tmp_path_factory.mktemp("finished")
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=3, study="tiny", runs=root / "runs", seed=1, pruner="none")
+    return run_search(request, on_event=lambda e: None).folder
+
+
+@pytest.fixture(scope="module")
+def study_copy(finished_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's own copy of the finished study (its storage is still the original's, read only)."""
+    folder = tmp_path_factory.mktemp("copy") / finished_study.name
+    shutil.copytree(finished_study, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

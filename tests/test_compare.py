@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,14 @@ from tuning.compare import compare_studies
 from tuning.errors import StudyError
 from tuning.evaluate import retrain_study
 from tuning.metrics import mcnemar, wilson_interval
-from tuning.pipeline import SearchRequest, run_search
 
 
 @pytest.fixture(scope="module")
-def pair(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
-         ) -> tuple[Path, Path]:
+def pair(study_copy: Path) -> tuple[Path, Path]:
     """A finished study and a copy retrained on train+val: two real models on one test split."""
-    root = tmp_path_factory.mktemp("compare")
-    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
-                            trials=2, study="a", runs=root / "runs", seed=1)
-    a = run_search(request, on_event=lambda e: None).folder
-    b = root / "runs" / "b"
-    shutil.copytree(a, b)
+    a, b = study_copy.parent / "runs" / "a", study_copy.parent / "runs" / "b"  # `compare a b` finds runs/a
+    shutil.copytree(study_copy, a)
+    shutil.copytree(study_copy, b)
     retrain_study(b, fit_on="train+val")
     return a, b
 

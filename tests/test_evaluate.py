@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +14,12 @@ from click.testing import CliRunner
 from tuning.cli import cli
 from tuning.errors import StudyError, UnknownNameError
 from tuning.evaluate import best_epoch_count, best_trial, retrain_study
-from tuning.pipeline import SearchRequest, run_search
 from tuning.study import read_config
 
 
 @pytest.fixture(scope="module")
-def study(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("evaluate")
-    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
-                            trials=2, study="ev", runs=root / "runs", seed=1)
-    return run_search(request, on_event=lambda e: None).folder
+def study(study_copy: Path) -> Path:
+    return study_copy
 
 
 def _metrics(folder: Path) -> dict:

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +17,11 @@ from tuning.cli import cli
 from tuning.data.images import load_rgb
 from tuning.errors import ToolkitError, UnknownNameError
 from tuning.export import ONNX_HINT, ExportResult, export_study, load_predictor, parse_formats, predict
-from tuning.pipeline import SearchRequest, run_search
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[ExportResult, Path]:
-    root = tmp_path_factory.mktemp("export")
-    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
-                            trials=2, study="ex", runs=root / "runs", seed=1)
-    folder = run_search(request, on_event=lambda e: None).folder
+def exported(study_copy: Path) -> tuple[ExportResult, Path]:
+    folder = study_copy
     return export_study(folder, formats=parse_formats("keras,savedmodel,tflite,onnx")), folder
 
 

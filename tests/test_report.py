@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tuning.pipeline import SearchRequest, run_search
 from tuning.report import axis_groups, build_report, dataset_blocks
 from tuning.study import read_config, write_config
 
@@ -20,11 +18,8 @@ FIGURES = ("curves_learning_rate.png", "curves_dropout.png", "best_trial_curves.
 
 
 @pytest.fixture(scope="module")
-def study(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("report")
-    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
-                            trials=3, study="rep", runs=root / "runs", seed=1, pruner="none")
-    return run_search(request, on_event=lambda e: None).folder
+def study(study_copy: Path) -> Path:
+    return study_copy
 
 
 def test_report_has_every_section_and_figure(study: Path) -> None:
