@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
 
 def rss_mb() -> float:
     """This process's resident memory in MB (Linux; peak RSS elsewhere), reported with every trial."""

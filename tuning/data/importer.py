@@ -24,7 +24,6 @@ from tuning.data.prepare import build_manifest
 from tuning.errors import DataError
 
 Progress = Callable[[int, int], None]
-SKIP_ALREADY = "already imported (same bytes)"
 SKIP_CONFLICT = "a different file is already at the destination"
 SKIP_NOT_IMAGE = "not an image file"
 SKIP_HIDDEN = "hidden file"

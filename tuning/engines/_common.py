@@ -109,11 +109,6 @@ def counts(study: Any) -> dict[str, int]:
     return out
 
 
-def finished(study: Any) -> int:
-    c = counts(study)
-    return c.get("complete", 0) + c.get("pruned", 0)
-
-
 def fail_dead_workers(study: Any) -> list[int]:
     """Mark RUNNING trials whose worker is gone as failed and queue their parameters again.
 
