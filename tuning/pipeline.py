@@ -109,9 +109,9 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
 
     start = time.perf_counter()
     _check_request(request)
-    get_model_fn(request.model)
     raw_dir(request.data)
-    settings = runtime.resolve()
+    settings = runtime.resolve()  # loads TensorFlow without its start-up noise
+    get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget)
     if space.model != request.model:

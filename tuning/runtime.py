@@ -6,6 +6,10 @@ the CPU default; GPUs keep TensorFlow's own choice. The settings used are writte
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -23,10 +27,27 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def has_gpu() -> bool:
-    import tensorflow as tf
+@contextmanager
+def _stderr_hidden() -> Iterator[None]:
+    """Hide file descriptor 2 for a moment: TensorFlow's C++ start-up prints notices (oneDNN, no CUDA driver)
+    before its log settings apply, and no environment variable silences them. Exceptions still propagate."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
-    return bool(tf.config.list_physical_devices("GPU"))
+
+def has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU; the first call also loads TensorFlow (quietly)."""
+    with _stderr_hidden():
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
 
 
 def resolve(*, precision: str = "float32") -> dict[str, Any]:
