@@ -37,7 +37,7 @@ import requests
 from PIL import Image, UnidentifiedImageError
 
 from tuning import _io
-from tuning.data.images import IMAGE_SUFFIXES  # importing it also sets PIL's decompression-bomb limit
+from tuning.data.images import image_files  # importing it also sets PIL's decompression-bomb limit
 from tuning.data.prepare import MANIFEST_COLUMNS, describe_file, read_manifest, write_manifest
 from tuning.errors import DataError, UnknownNameError
 
@@ -313,10 +313,9 @@ def _count_existing(out: Path, class_dir: Path, by_path: dict[str, dict[str, str
     if not class_dir.is_dir():
         return 0
     n = 0
-    for path in class_dir.rglob("*"):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            status = by_path.get(path.relative_to(out).as_posix(), {}).get("status", "")
-            n += not status.startswith(_BAD_ROW_STATUSES)
+    for path in image_files(class_dir):
+        status = by_path.get(path.relative_to(out).as_posix(), {}).get("status", "")
+        n += not status.startswith(_BAD_ROW_STATUSES)
     return n
 
 

@@ -19,6 +19,13 @@ class ImageTooLarge(ValueError):
     """Declared dimensions above ``MAX_PIXELS``: decoding would take gigabytes, so the file is refused unread."""
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder``, nested folders included, sorted; hidden files (``.DS_Store``,
+    ``._x.jpg`` resource forks) are never images a person put there."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
 def open_image(source: Path | IO[bytes]) -> Image.Image:
     """``Image.open`` that refuses decompression bombs from the header alone, before any pixel is decoded.
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from tuning import _io
-from tuning.data.images import IMAGE_SUFFIXES, load_rgb, open_image, to_rgb
+from tuning.data.images import image_files, load_rgb, open_image, to_rgb
 from tuning.errors import DataError
 
 MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "group", "status", "source_url", "license",
@@ -85,9 +85,7 @@ def _scan(dataset: Path) -> list[tuple[str, str]]:
     """(manifest path, class) for every image file under raw/<class>/, nested folders included."""
     found = []
     for class_dir in class_dirs(dataset):
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-                found.append((path.relative_to(dataset).as_posix(), class_dir.name))
+        found.extend((path.relative_to(dataset).as_posix(), class_dir.name) for path in image_files(class_dir))
     return found
 
 
