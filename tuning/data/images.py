@@ -74,11 +74,19 @@ def load_small_rgb(path: Path, size: int) -> Image.Image:
     return rgb.reduce(factor) if factor >= 2 else rgb
 
 
-def load_rgb(path: Path, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` uint8 RGB array; JPEGs decode at reduced scale first, which is much faster."""
+def load_raw_rgb(path: Path) -> np.ndarray:
+    """The whole image as (height, width, 3) uint8 RGB, upright, transparency on white: what exported models take."""
     with open_image(path) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size * 2, size * 2))
         img.seek(0)
-        rgb = to_rgb(img)
-        return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(to_rgb(img), dtype=np.uint8)
+
+
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 RGB array, resized by the exported model's own resize (``tuning.resize``).
+
+    The file is decoded at full size (no JPEG draft): a shipped model receives full-size pixels, so the
+    dataset must be made from them too.
+    """
+    from tuning.resize import resize_rgb
+
+    return resize_rgb(load_raw_rgb(path), size)

@@ -27,7 +27,7 @@ MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "grou
                     "creator")
 #: Columns a collector or a person fills in; re-describing a file never overwrites them.
 PROVENANCE = ("source_url", "license", "creator")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: How ``prepare`` evens out the classes: drop images down to the smallest class, or keep all and weight them.
 BALANCE_MODES = ("undersample", "weights")
 Progress = Callable[[int, int], None]
