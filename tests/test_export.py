@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tuning.cli import cli
-from tuning.data.images import load_rgb
+from tuning.data.images import load_raw_rgb, load_rgb
 from tuning.errors import ToolkitError, UnknownNameError
 from tuning.export import ONNX_HINT, ExportResult, export_study, load_predictor, parse_formats, predict
 
@@ -25,26 +25,46 @@ def exported(study_copy: Path) -> tuple[ExportResult, Path]:
     return export_study(folder, formats=parse_formats("keras,savedmodel,tflite,onnx")), folder
 
 
-def _test_images(folder: Path, dataset: Path, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def _test_images(folder: Path, dataset: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """The original test files, decoded at full size (the demo's are 32 to 40 px, some not square), and the
+    probabilities the tested model gave their prepared 32 px versions."""
     with open(folder / "final" / "predictions.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))[:n]
-    images = np.stack([load_rgb(dataset / r["file"], 32) for r in rows]).astype(np.float32)
+        rows = list(csv.DictReader(fh))
+    images = [load_raw_rgb(dataset / r["file"]) for r in rows]
+    assert len({im.shape for im in images}) > 1  # several sizes: the resize inside the model is exercised
     return images, np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
 
 
-def test_every_format_predicts_like_the_keras_model(exported: tuple[ExportResult, Path], tiny_dataset: Path) -> None:
+def test_every_format_takes_the_raw_files_and_answers_as_the_tested_model(exported: tuple[ExportResult, Path],
+                                                                           tiny_dataset: Path) -> None:
     result, folder = exported
     images, recorded = _test_images(folder, tiny_dataset)
-    reference = load_predictor(result.files["keras"]).run(images)
-    assert np.abs(reference - recorded).max() < 1e-5  # and the .keras file is the model that was tested
-    formats = {"savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
+    formats = {"keras", "savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
     assert formats <= set(result.files)
     for fmt in formats - {"onnx"}:
         predictor = load_predictor(result.files[fmt])
-        assert predictor.format == fmt and predictor.size == 32 and predictor.n_classes == 3
+        assert predictor.format == fmt and predictor.size is None and predictor.n_classes == 3
         probs = predictor.run(images)
-        assert np.abs(probs - reference).max() < 1e-4, fmt
-        assert (probs.argmax(axis=1) == reference.argmax(axis=1)).all(), fmt
+        assert np.abs(probs - recorded).max() < 1e-4, fmt
+        assert (probs.argmax(axis=1) == recorded.argmax(axis=1)).all(), fmt
+
+
+def test_the_prepared_pixels_are_the_exported_models_own_resize(exported: tuple[ExportResult, Path],
+                                                                 tiny_dataset: Path) -> None:
+    """What the model resizes inside is what the dataset cache holds, and the unexported network agrees."""
+    from tuning.resize import ResizeRGB
+
+    result, folder = exported
+    images, recorded = _test_images(folder, tiny_dataset)
+    layer = ResizeRGB(32)
+    with open(folder / "final" / "predictions.csv", newline="") as fh:
+        files = [r["file"] for r in csv.DictReader(fh)]
+    for file, image in zip(files, images):
+        assert np.array_equal(np.asarray(layer(image[None]))[0], load_rgb(tiny_dataset / file, 32))
+    final = load_predictor(folder / "final" / "model.keras")  # fixed 32 px input: predict resizes first
+    assert final.size == 32
+    probs = final.run(images)
+    assert np.abs(probs - recorded).max() < 1e-4
 
 
 def test_onnx_is_exported_or_explained(exported: tuple[ExportResult, Path]) -> None:
@@ -62,7 +82,8 @@ def test_model_card_describes_input_metrics_files_and_data(exported: tuple[Expor
     assert card["test"]["seeds"]["std"] is None  # one seed: the spread is unknown, written as null
     metrics = json.loads((folder / "final" / "metrics.json").read_text())
     assert card["classes"] == ["Action", "Anime", "Romance"]
-    assert card["input"]["height"] == card["input"]["width"] == 32 and "BILINEAR" in card["input"]["preprocessing"]
+    assert card["input"]["height"] == card["input"]["width"] == "any" and card["input"]["resized_to"] == [32, 32]
+    assert card["input"]["dtype"] == "uint8 RGB 0-255" and "tuning.resize" in card["input"]["preprocessing"]
     assert card["test"]["accuracy_ci95"] == metrics["accuracy_ci95"] and card["test"]["seeds"]["k"] == 1
     assert card["test"]["roc_auc_macro"] == metrics["roc_auc_macro"]
     assert card["params"] == metrics["params"]

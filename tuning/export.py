@@ -1,11 +1,10 @@
 """Ship the retrained model: ``.keras``, SavedModel, TFLite (and ONNX when its converter is installed).
 
-Every artefact takes a ``size`` x ``size`` RGB image as 0-255 values (scaling happens inside the network) and
-returns class probabilities. Resizing is deliberately NOT inside the artefacts: the test images were resized
-with Pillow (EXIF-rotated, alpha flattened on white, bilinear) when the dataset was prepared, and an in-graph
-``Resizing`` layer resamples differently, so it would ship a model that answers differently from the one that
-was tested. ``tuning predict`` (and ``load_rgb`` in Python) applies exactly the preparation's resize, so every
-format and every caller of it gets the tested predictions; the model card spells out the recipe for others.
+Every artefact takes raw RGB uint8 images of any height and width and returns class probabilities: resizing
+and scaling are inside. The resize is ``tuning.resize.ResizeRGB``, the very op that made the dataset cache,
+so a shipped model fed the original test files answers exactly as the tested model did on the prepared
+test split (tests hold every format to that). ``tuning predict`` only decodes files (EXIF rotation, alpha on
+white, any mode to RGB) and hands over the full-size pixels.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,19 @@ from typing import Any
 import numpy as np
 
 from tuning import _io
-from tuning.data.images import IMAGE_SUFFIXES, load_rgb
+from tuning.data.images import IMAGE_SUFFIXES, load_raw_rgb
 from tuning.errors import StudyError, ToolkitError, UnknownNameError
+from tuning.evaluate import save_model
 from tuning.study import package_versions, read_config, study_paths
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 ARTEFACTS = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
 ONNX_HINT = "ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx (then rerun 'tuning export')"
-PREPROCESSING = ("RGB uint8 values 0-255 as float32, shape (batch, size, size, 3). Resize as training did: "
-                 "Pillow ImageOps.exif_transpose, transparency flattened onto white, convert('RGB'), "
-                 "resize((size, size), Image.BILINEAR) (tuning.data.images.load_rgb); 'tuning predict' does this.")
+PREPROCESSING = ("Inside the model: antialiased bilinear resize to size x size (tuning.resize.ResizeRGB, the op "
+                 "that prepared the training and test images), rounded to whole values, then scaled to [0, 1]. "
+                 "Outside: decode upright (EXIF orientation), transparency flattened onto white, any mode to RGB "
+                 "(tuning.data.images.load_raw_rgb; 'tuning predict' does this). The .keras file needs the "
+                 "tuning package installed to load (its resize layer); SavedModel and TFLite need nothing.")
 
 
 @dataclass
@@ -82,12 +84,10 @@ def export_study(folder: Path, *, formats: list[str] | tuple[str, ...] | None = 
     out = paths["export"]
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out)
-    tmp = out / ARTEFACTS["keras"]
-    shutil.copyfile(final_model, out / ".model.partial.keras")
-    (out / ".model.partial.keras").replace(tmp)
-    result.files["keras"] = tmp
+    model = serving_model(load_model(final_model), int(metrics["params"]["image_size"]))
+    save_model(model, out / ARTEFACTS["keras"])
+    result.files["keras"] = out / ARTEFACTS["keras"]
     if any(f != "keras" for f in formats):
-        model = load_model(tmp)
         with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as work:
             saved = Path(work) / "savedmodel"
             _quiet(lambda: model.export(saved, format="tf_saved_model", verbose=False))
@@ -108,6 +108,16 @@ def export_study(folder: Path, *, formats: list[str] | tuple[str, ...] | None = 
     _io.write_json(out / "model_card.json", _json_safe(card))
     _io.write_text(out / "model_card.md", _card_markdown(card))
     return result
+
+
+def serving_model(network: Any, size: int) -> Any:
+    """The tested network behind the dataset's resize: (batch, any height, any width, 3) uint8 in."""
+    import keras
+
+    from tuning.resize import ResizeRGB
+
+    image = keras.Input((None, None, 3), dtype="uint8", name="image")
+    return keras.Model(image, network(ResizeRGB(size, dtype="float32", name="resize")(image)), name="serving")
 
 
 def _json_safe(value: Any) -> Any:
@@ -167,8 +177,8 @@ def _card(config: Any, metrics: dict[str, Any], result: ExportResult, folder: Pa
         "model": config.model,
         "study": config.name,
         "classes": metrics["classes"],
-        "input": {"height": size, "width": size, "channels": 3, "dtype": "float32 holding RGB 0-255 (uint8 values)",
-                  "preprocessing": PREPROCESSING},
+        "input": {"height": "any", "width": "any", "channels": 3, "dtype": "uint8 RGB 0-255",
+                  "resized_to": [size, size], "preprocessing": PREPROCESSING},
         "output": f"probabilities of the {len(metrics['classes'])} classes, in the order of 'classes'",
         "test": {k: metrics[k] for k in test_keys if k in metrics},
         "confusion_matrix": metrics["confusion_matrix"],
@@ -190,7 +200,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
     lines = [
         f"# {card['model']} from study {card['study']}", "",
         f"Classes: {', '.join(card['classes'])}. Output: {card['output']}.", "",
-        f"Input: {card['input']['height']}x{card['input']['width']}x3, {card['input']['dtype']}. "
+        f"Input: (batch, height, width, 3) {card['input']['dtype']}, any height and width (one size per batch). "
         f"Preprocessing: {card['input']['preprocessing']}", "",
         f"Test accuracy {test['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={test['n']}), "
         f"balanced accuracy {test['balanced_accuracy']:.3f}"
@@ -215,6 +225,8 @@ def load_model(path: Path) -> Any:
     """Load a ``.keras`` file in Keras safe mode; anything else is a clear error, never code execution."""
     import keras
 
+    import tuning.resize  # noqa: F401 - registers the exported models' resize layer
+
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"{path}: no such model file")
@@ -227,12 +239,32 @@ def load_model(path: Path) -> Any:
 
 @dataclass
 class Predictor:
-    """One way to run an exported model: a batch of float32 RGB 0-255 images in, probabilities out."""
+    """One way to run a model file: decoded RGB uint8 images of any size in, probabilities out."""
 
-    run: Callable[[np.ndarray], np.ndarray]
-    size: int
+    batch: Callable[[np.ndarray], np.ndarray]  # one (n, height, width, 3) stack in, (n, classes) out
+    size: int | None  # None: the model resizes inside (exported); else it wants size x size (final/model.keras)
     n_classes: int
     format: str
+
+    def run(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities per image; images of one shape go through together, 32 at a time."""
+        if self.size is not None:
+            from tuning.resize import resize_rgb
+
+            images = [resize_rgb(im, self.size) for im in images]
+        out = np.zeros((len(images), self.n_classes), dtype=np.float32)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(i)
+        for idx in by_shape.values():
+            for at in range(0, len(idx), 32):
+                chunk = idx[at : at + 32]
+                out[chunk] = self.batch(np.stack([images[i] for i in chunk]))
+        return out
+
+
+def _fixed_size(shape: Sequence[Any]) -> int | None:
+    return None if shape[1] is None or int(shape[1]) < 0 else int(shape[1])
 
 
 def load_predictor(path: Path) -> Predictor:
@@ -246,8 +278,9 @@ def load_predictor(path: Path) -> Predictor:
         raise ToolkitError(f"{path}: predicting with ONNX needs onnxruntime; use the .keras, SavedModel or .tflite "
                            "file, or run it with onnxruntime directly")
     model = load_model(path)
-    return Predictor(lambda x: np.asarray(model.predict(x, verbose=0, batch_size=32)), int(model.input_shape[1]),
-                     int(model.output_shape[-1]), "keras")
+    dtype = str(model.inputs[0].dtype)
+    return Predictor(lambda x: np.asarray(model.predict_on_batch(x.astype(dtype))),
+                     _fixed_size(model.input_shape), int(model.output_shape[-1]), "keras")
 
 
 def _savedmodel_predictor(path: Path) -> Predictor:
@@ -261,14 +294,9 @@ def _savedmodel_predictor(path: Path) -> Predictor:
     except Exception as exc:  # noqa: BLE001
         raise ToolkitError(f"{path}: not a loadable SavedModel ({type(exc).__name__})") from None
     spec = next(iter(serve.structured_input_signature[1].values()))
-    shape = spec.shape.as_list()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        out = [next(iter(serve(tf.constant(x[i : i + 32])).values())).numpy() for i in range(0, len(x), 32)]
-        return np.concatenate(out)
-
     n_classes = int(next(iter(serve.structured_outputs.values())).shape[-1])
-    return Predictor(run, int(shape[1]), n_classes, "savedmodel")
+    return Predictor(lambda x: next(iter(serve(tf.constant(x, dtype=spec.dtype)).values())).numpy(),
+                     _fixed_size(spec.shape.as_list()), n_classes, "savedmodel")
 
 
 def _tflite_predictor(path: Path) -> Predictor:
@@ -282,14 +310,14 @@ def _tflite_predictor(path: Path) -> Predictor:
         raise ToolkitError(f"{path}: not a loadable TFLite model ({type(exc).__name__})") from None
     inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def batch(x: np.ndarray) -> np.ndarray:
         interpreter.resize_tensor_input(inp["index"], list(x.shape))
         interpreter.allocate_tensors()
         interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
         interpreter.invoke()
         return np.array(interpreter.get_tensor(outp["index"]))
 
-    return Predictor(run, int(inp["shape"][1]), int(outp["shape"][-1]), "tflite")
+    return Predictor(batch, _fixed_size(list(inp["shape_signature"])), int(outp["shape"][-1]), "tflite")
 
 
 def _classes_for(model_path: Path, n: int) -> list[str]:
@@ -325,12 +353,12 @@ def predict(model_path: Path, inputs: list[Path], *, top_k: int = 1) -> list[dic
     arrays, ok = [], []
     for path in files:
         try:
-            arrays.append(load_rgb(path, predictor.size))
+            arrays.append(load_raw_rgb(path))
             ok.append(path)
         except Exception as exc:  # noqa: BLE001 - report the file, go on with the others
             rows.append({"file": str(path), "error": (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__})
     if arrays:
-        probs = predictor.run(np.stack(arrays).astype(np.float32))
+        probs = predictor.run(arrays)
         for path, p in zip(ok, probs):
             order = np.argsort(-p)[: max(1, top_k)]
             rows.append({"file": str(path), "top": [{"class": classes[i], "probability": float(p[i])} for i in order],
