@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from tuning import runtime
 from tuning.errors import ToolkitError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter hides real output
@@ -80,6 +81,7 @@ def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
 @handle_errors
 def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int) -> None:
     """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
+    runtime.load_tensorflow()
     from tuning.data.prepare import prepare
 
     report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
@@ -403,6 +405,7 @@ def _quiet_libraries() -> None:
 @handle_errors
 def report(study: str) -> None:
     """(Re)build runs/<study>/report/index.html from the study folder and its storage."""
+    runtime.load_tensorflow()
     from tuning.pipeline import study_folder
     from tuning.report import build_report
 
@@ -419,6 +422,7 @@ def report(study: str) -> None:
 @handle_errors
 def retrain(study: str, fit_on: str, seeds: int) -> None:
     """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
+    runtime.load_tensorflow()
     from tuning.evaluate import retrain_study
     from tuning.export import export_study
     from tuning.pipeline import study_folder
@@ -469,6 +473,7 @@ def compare(study_a: str, study_b: str) -> None:
 @handle_errors
 def export(study: str, formats: str) -> None:
     """Write the retrained model to runs/<study>/export/ in each format, with its model card."""
+    runtime.load_tensorflow()
     from tuning.export import export_study, parse_formats
     from tuning.pipeline import study_folder
 
@@ -489,6 +494,7 @@ def export(study: str, formats: str) -> None:
 @handle_errors
 def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None) -> None:
     """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel or .tflite)."""
+    runtime.load_tensorflow()
     from tuning import _io
     from tuning.export import predict as run_predict
     from tuning.export import predictions_table
@@ -575,6 +581,7 @@ def models_list() -> None:
 @handle_errors
 def models_show(name: str, size: int, budget: str, plot: Path | None) -> None:
     """Print the layer table and parameter count of model NAME at its space's base values."""
+    runtime.load_tensorflow()
     from tuning.models import build_model, get_model_fn
     from tuning.models.describe import layer_table
     from tuning.report import plot_architecture

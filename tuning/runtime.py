@@ -42,17 +42,19 @@ def _stderr_hidden() -> Iterator[None]:
         os.close(devnull)
 
 
-def has_gpu() -> bool:
-    """Whether TensorFlow sees a GPU; the first call also loads TensorFlow (quietly)."""
+def load_tensorflow() -> bool:
+    """Import TensorFlow and let it find its devices with the C++ notices hidden (both print them); commands
+    that need TensorFlow call this first. True when it sees a GPU."""
     with _stderr_hidden():
         import tensorflow as tf
 
         return bool(tf.config.list_physical_devices("GPU"))
 
 
+
 def resolve(*, precision: str = "float32") -> dict[str, Any]:
     """The settings for this machine: inter-op threads (1 on CPU, TensorFlow's default on GPU) and precision."""
-    gpu = has_gpu()
+    gpu = load_tensorflow()
     return {"device": "gpu" if gpu else "cpu", "inter_op_threads": 0 if gpu else 1, "precision": precision}
 
 

@@ -96,7 +96,7 @@ def _child(folder: Path, data_dir: Path, slot: int, limit: int | None, events: A
     from tuning.train import TrialData
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    runtime.has_gpu()  # loads TensorFlow quietly before anything else imports it
+    runtime.load_tensorflow()  # quietly, before anything else imports it
     try:
         config = read_config(folder)
         space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
