@@ -23,6 +23,7 @@ import argparse
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -213,6 +214,7 @@ def run_model(model: str, a: argparse.Namespace, data: Path, work: Path) -> dict
     target = out["engines"]["staged"]["best_val"]
     out["budget"] = budget
     out["target"] = target
+    out["val_sizes"] = val_sizes(data, a.size, space, a.seed)
     for e in out["engines"].values():
         e["reach"] = epochs_to_reach(e["trials"], target)
     from tuning.compare import compare_studies
@@ -223,6 +225,19 @@ def run_model(model: str, a: argparse.Namespace, data: Path, work: Path) -> dict
     for x, y in out["compare"]:
         tuning(["compare", str(folders[x]), str(folders[y])], log)  # the CLI's own wording, kept in the log
     return out
+
+
+def val_sizes(data: Path, size: int, space_path: Path, seed: int) -> dict[str, int]:
+    """Validation images per split scheme, split as the search splits them (test share held at the largest)."""
+    from tuning.data.splits import VAL, assign_splits
+    from tuning.space import load_space
+
+    space = load_space(str(space_path)).with_budget("quick")[0]
+    with np.load(data / "cache" / f"{size}px.npz") as cache:
+        y, groups = cache["y"], cache["groups"]
+    schemes = {str(space.base["split"]), *map(str, space.params["split"].grid_values())}
+    return {s: int((assign_splits(y, groups, s, seed=seed, test_fraction=space.test_fraction()) == VAL).sum())
+            for s in sorted(schemes)}
 
 
 # ------------------------------------------------------------------------------------------ the doc
@@ -237,7 +252,7 @@ def stage_table(ts: list[Any]) -> dict[str, list[tuple[Any, float, str]]]:
     return out
 
 
-def observations(model: str, ts: list[Any], base: dict[str, Any]) -> list[str]:
+def observations(model: str, ts: list[Any], base: dict[str, Any], n_val: dict[str, int]) -> list[str]:
     complete = [t for t in ts if t.state.name == "COMPLETE" and t.value is not None]
     if not complete:
         return ["no staged trial completed"]
@@ -272,6 +287,13 @@ def observations(model: str, ts: list[Any], base: dict[str, Any]) -> list[str]:
     if max(values) - min(values) < 1e-9:
         lines.append("Every staged trial scored the same validation accuracy, so the procedure kept the base value "
                      "of every axis: the checks above carry no information.")
+    from tuning.metrics import wilson_interval
+
+    n = n_val[str(win["split"])]
+    lo, hi = wilson_interval(round(best.value * n), n)
+    lines.append(f"How sure: the staged best ({best.value:.3f}) rests on {n} validation images; its 95% Wilson "
+                 f"interval is {lo:.3f}-{hi:.3f}, so stage-to-stage differences of a few points are within noise. "
+                 "The test-side comparisons (McNemar, below) are the firmer evidence.")
     lines.append(f"70/15/15 vs other splits: the staged winner is {win['split']} "
                  f"({'the study’s 70/15/15' if win['split'] == '70/15/15' else 'not 70/15/15'}). Note: each split "
                  "scheme validates on a different validation set, so this axis compares unlike numbers.")
@@ -341,7 +363,7 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
 
         base = load_space(str(r["space"])).with_budget("quick")[0].base
         lines += [f"### {model}", ""]
-        lines += [f"- {o}" for o in observations(model, r["engines"]["staged"]["trials"], base)]
+        lines += [f"- {o}" for o in observations(model, r["engines"]["staged"]["trials"], base, r["val_sizes"])]
         lines += ["", "| stage | value | val acc | state |", "| --- | --- | ---: | --- |"]
         for stage, rows in stage_table(r["engines"]["staged"]["trials"]).items():
             for value, v, state in rows:
@@ -354,8 +376,59 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
         for (x, y), c in r["compare"].items():
             lines.append(f"| {model} | {x} | {y} | {pct(c.a.accuracy)} | {pct(c.b_side.accuracy)} | {c.only_a} | "
                          f"{c.only_b} | {c.p_exact:.3g} | {c.p_mid:.3g} |")
-    lines += ["", "`tuning compare` output for each pair is in `" + str(a.work) + "/logs/<model>.log`.", ""]
+    lines += ["", f"`tuning compare` output for each pair is in `{os.path.relpath(a.work)}/logs/<model>.log`.", ""]
+    lines += figures(results, a.doc)
     return "\n".join(lines)
+
+
+#: Report figures copied next to the doc: the study's per-axis curves from the staged run, every confusion matrix.
+#: The reports' test-image grids are left out: they show the posters, which must not be copied anywhere.
+STAGED_FIGURES = ("curves_learning_rate", "curves_dropout", "curves_augmentation", "curves_split")
+
+
+def figures(results: dict[str, dict[str, Any]], doc: Path) -> list[str]:
+    """Copy the report figures the doc shows to ``<doc>/`` (next to it) and draw best-so-far against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = doc.with_suffix("")
+    out.mkdir(parents=True, exist_ok=True)
+    rel = out.name
+    lines = ["## Figures", "", "Best validation accuracy so far against training epochs spent (pruned trials count the "
+             "epochs they ran), the dashed line the staged procedure's best:", ""]
+    for model, r in results.items():
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for engine, e in r["engines"].items():
+            spent, best, xs, ys = 0, 0.0, [0], [0.0]
+            for t in e["trials"]:
+                for v in t.user_attrs.get("history", {}).get("val_accuracy", []):
+                    spent += 1
+                    best = max(best, v if v is not None and math.isfinite(v) else 0.0)
+                    xs.append(spent)
+                    ys.append(best)
+            ax.step(xs, ys, where="post", label=engine)
+        ax.axhline(r["target"], color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="training epochs spent", ylabel="best val accuracy so far", title=model)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out / f"{model}-best-so-far.png", dpi=100)
+        plt.close(fig)
+        lines += [f"![{model}: best so far]({rel}/{model}-best-so-far.png)", ""]
+    lines += ["The study's figures, as `tuning report` draws them for the staged run (train vs validation curves per "
+              "value of each axis), and each engine's test confusion matrix:", ""]
+    for model, r in results.items():
+        lines += [f"### {model}", ""]
+        wanted = [("staged", name) for name in STAGED_FIGURES] + [(e, "confusion") for e in r["engines"]]
+        for engine, name in wanted:
+            src = r["engines"][engine]["folder"] / "report" / f"{name}.png"
+            if src.exists():
+                shutil.copyfile(src, out / f"{model}-{engine}-{name}.png")
+                lines += [f"![{model} {engine} {name}]({rel}/{model}-{engine}-{name}.png)", ""]
+            else:
+                lines += [f"({model} {engine}: the report drew no {name}.png)", ""]
+    return lines
 
 
 def main() -> None:
