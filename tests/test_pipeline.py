@@ -62,7 +62,11 @@ def test_exported_model_predicts_like_the_in_memory_model(finished: tuple[Search
     expected = np.array([[float(r[f"p_{c}"]) for c in ("Action", "Anime", "Romance")] for r in rows])
     assert np.abs(probs - expected).max() < 1e-5
     # No random layer ships: a bare call (which Keras runs in training mode) answers like predict.
-    assert not [layer.name for layer in model.layers if type(layer).__name__.startswith("Random")]
+    def layers(m: object) -> list:
+        return [x for layer in getattr(m, "layers", []) for x in (layer, *layers(layer))]
+
+    assert "ResizeRGB" in {type(layer).__name__ for layer in layers(model)}  # nested layers are walked
+    assert not [layer.name for layer in layers(model) if type(layer).__name__.startswith("Random")]
     assert np.abs(np.asarray(model(images)) - probs).max() < 1e-5
 
 

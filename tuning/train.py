@@ -76,6 +76,11 @@ class TrialData:
     def classes(self) -> tuple[str, ...]:
         return next(iter(self._arrays.values())).classes if self._arrays else ()
 
+    def class_weight(self, image_size: int) -> dict[int, float] | None:
+        """Keras ``class_weight`` when the dataset was prepared with ``--balance weights``, else None."""
+        weights = self.arrays(image_size).class_weights
+        return dict(enumerate(weights)) if any(abs(w - 1.0) > 1e-12 for w in weights) else None
+
     def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``{"train"|"val"|"test": (x, y, ids)}`` for one image size and split scheme."""
         data = self.arrays(image_size)
@@ -171,6 +176,7 @@ def train_trial(
             make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
             validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),
             epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False,  # the dataset shuffles itself
+            class_weight=data.class_weight(size),
         ).history
     except (MemoryError, _resource_exhausted()) as exc:
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",

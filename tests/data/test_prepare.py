@@ -95,8 +95,10 @@ def test_cache_is_reused_until_the_raw_files_change(messy: Path) -> None:
 
 
 def test_per_class_undersamples_to_the_number_asked(messy: Path) -> None:
-    report = prepare(messy, size=16, seed=0, per_class=5)
+    report = prepare(messy, size=16, seed=3, per_class=5)
     assert report.kept == {"cats": 5, "dogs": 5}
+    other_size = load_prepared(messy, 8)  # a search asking for another size keeps the user's seed and count
+    assert other_size.ids.tolist() == load_prepared(messy, 16).ids.tolist() and len(other_size.ids) == 10
 
 
 def test_missing_folder_single_class_and_unreadable_class_stop_with_one_line(tmp_path: Path) -> None:
@@ -157,8 +159,9 @@ def test_weights_keep_every_image_and_store_class_weights(messy: Path) -> None:
     assert report.class_weights == pytest.approx({"cats": 17 / 16, "dogs": 17 / 18})
     data = load_prepared(messy, 16, balance="weights")
     assert len(data.y) == 17 and data.class_weights == pytest.approx((17 / 16, 17 / 18))
-    assert load_prepared(messy, 16).class_weights == (1.0, 1.0)  # undersampled: rebuilt, plain weights
-    assert len(load_prepared(messy, 16).y) == 16
+    assert load_prepared(messy, 16).class_weights == data.class_weights  # no settings: the user's are kept
+    undersampled = load_prepared(messy, 16, balance="undersample")  # rebuilt, plain weights
+    assert undersampled.class_weights == (1.0, 1.0) and len(undersampled.y) == 16
     with pytest.raises(DataError, match="--per-class only applies to --balance undersample"):
         prepare(messy, size=16, balance="weights", per_class=3)
     with pytest.raises(DataError, match="unknown mode 'smote'; known: undersample, weights"):

@@ -156,3 +156,26 @@ def test_kerastuner_trials_land_in_the_optuna_storage(
         assert t.user_attrs["history"]["val_accuracy"]
         assert (folder / "trials" / f"kt-{t.user_attrs['kerastuner_trial_id']}" / "history.json").exists()
     assert (folder / "kerastuner" / folder.name).is_dir()
+
+
+def test_a_dataset_prepared_with_class_weights_is_searched_as_prepared(
+    tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`tuning data prepare --balance weights --seed 5` is the user's choice: the search keeps every image
+    (no undersampling rebuild) and trains with the stored class weights."""
+    from tuning.data.demo import make_demo
+    from tuning.data.prepare import prepare
+
+    root = tmp_path / "imbalanced"
+    make_demo(root / "raw", per_class=12, size=32, seed=3)
+    for extra in sorted((root / "raw" / "Romance").iterdir())[:6]:
+        extra.unlink()
+    prepare(root, size=32, seed=5, balance="weights")
+    cache = root / "cache" / "32px.npz"
+    made = cache.stat().st_mtime_ns
+    folder = tmp_path / "study"
+    config, space, data = _setup(root, tiny_space("alexnet"), folder, engine="optuna", trials=1)
+    assert data.class_weight(32) == pytest.approx({0: 30 / 36, 1: 30 / 36, 2: 30 / 18})
+    study = run_engine(replace(config, epochs=1), space, data, folder, on_event=lambda e: None)
+    assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["COMPLETE"]
+    assert len(data.arrays(32).y) == 30 and cache.stat().st_mtime_ns == made

@@ -307,7 +307,8 @@ def prepare(
             with open(tmp, "wb") as fh:
                 np.savez(fh, x=x, y=labels[keep].astype(np.int16), ids=ids, groups=groups[keep],
                          classes=np.array(classes), class_weights=weights.astype(np.float64),
-                         meta=np.array([CACHE_VERSION, seed, target, size, BALANCE_MODES.index(balance)]),
+                         meta=np.array([CACHE_VERSION, seed, target, size, BALANCE_MODES.index(balance),
+                                        per_class or 0]),
                          manifest=np.array(_manifest_digest(dataset)))
     except OSError as exc:
         raise DataError(_read_only(dataset, f"{out} cannot be saved ({exc.strerror or exc})")) from None
@@ -321,11 +322,20 @@ def _manifest_digest(dataset: Path) -> str:
 
 
 def load_prepared(
-    dataset: Path, size: int, *, seed: int = 0, per_class: int | None = None, balance: str = "undersample"
+    dataset: Path, size: int, *, seed: int | None = None, per_class: int | None = None, balance: str | None = None
 ) -> Prepared:
-    """The cached arrays for ``size``, (re)built when missing or made from another manifest or setting."""
+    """The cached arrays for ``size``, (re)built when missing or made from another manifest or setting.
+
+    Without settings it keeps the user's: those of the newest cache made from the current manifest (so a
+    search honours ``tuning data prepare --balance weights --seed 3``, and another image size is prepared the
+    same way), else seed 0, undersampled to the smallest class.
+    """
     dataset = Path(dataset)
     raw_dir(dataset)
+    if seed is None and per_class is None and balance is None:
+        seed, per_class, balance = cache_settings(dataset) or (0, None, "undersample")
+    seed = 0 if seed is None else seed
+    balance = balance or "undersample"
     path = cache_path(dataset, size)
     if not (path.exists() and (dataset / "manifest.csv").exists()
             and _is_fresh(dataset, path, seed, per_class, balance)):
@@ -335,14 +345,29 @@ def load_prepared(
                         tuple(npz["classes"].tolist()), size, tuple(float(w) for w in npz["class_weights"]))
 
 
+def cache_settings(dataset: Path) -> tuple[int, int | None, str] | None:
+    """(seed, per_class, balance) of the newest cache this code made, if any (its images may have changed since:
+    the settings still hold)."""
+    for path in sorted((Path(dataset) / "cache").glob("*px.npz"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            with np.load(path) as npz:
+                meta = npz["meta"].tolist()
+        except (OSError, ValueError, KeyError):
+            continue  # a half-written or foreign file: not a setting to follow
+        if len(meta) == 6 and meta[0] == CACHE_VERSION:
+            _, seed, _, _, mode, asked = meta  # asked: --per-class, 0 when it was the smallest class
+            return int(seed), int(asked) or None, BALANCE_MODES[mode]
+    return None
+
+
 def _is_fresh(dataset: Path, path: Path, seed: int, per_class: int | None, balance: str) -> bool:
     """Whether the cache was made by this code version and settings from the current manifest and files."""
     with np.load(path) as npz:
         meta = npz["meta"].tolist()
         digest = str(npz["manifest"])
-    if len(meta) != 5 or meta[0] != CACHE_VERSION:
+    if len(meta) != 6 or meta[0] != CACHE_VERSION:
         return False
-    _, cache_seed, cache_per_class, _, mode = meta
+    _, cache_seed, cache_per_class, _, mode, _ = meta
     return (
         cache_seed == seed and per_class in (None, cache_per_class) and BALANCE_MODES[mode] == balance
         and digest == _manifest_digest(dataset) and _scan(dataset) == _manifest_files(dataset)
