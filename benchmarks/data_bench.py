@@ -126,6 +126,45 @@ def hashing_speed(files: list[Path], repeats: int = 3) -> list[str]:
     ]
 
 
+def resize_cost(files: list[Path], repeats: int = 3) -> list[str]:
+    """The dataset's resize (full decode + ``ResizeRGB``, the op exported models run) against Pillow's
+    draft-decode + bilinear resize it replaced, on the same posters, interleaved, best of ``repeats``."""
+    from tuning.data.images import load_rgb, open_image, to_rgb
+
+    def pillow() -> None:
+        for f in files:
+            with open_image(f) as img:
+                img.draft("RGB", (192, 192))
+                to_rgb(img).resize((96, 96), Image.Resampling.BILINEAR)
+
+    def ours() -> None:
+        for f in files:
+            load_rgb(f, 96)
+
+    ours()  # the first call builds the layer and loads TensorFlow
+    best = {"pillow": float("inf"), "ours": float("inf")}
+    for _ in range(repeats):
+        for name, fn in (("pillow", pillow), ("ours", ours)):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    n = len(files)
+    return [
+        "## Resize cost at 96 px (one thread, same files, one run)",
+        "",
+        f"{n} posters, best of {repeats} interleaved repeats.",
+        "",
+        "| method | images/s |",
+        "| --- | ---: |",
+        f"| Pillow: JPEG draft decode + `resize(BILINEAR)` (before) | {n / best['pillow']:.0f} |",
+        f"| `load_rgb`: full decode + `tuning.resize.ResizeRGB` (now; the exported models' own resize) | "
+        f"{n / best['ours']:.0f} |",
+        "",
+        f"Ratio: the shared resize takes {best['ours'] / best['pillow']:.1f}x Pillow's time; `tuning data prepare` "
+        "runs it once per image and caches the result.",
+    ]
+
+
 def quality(files: list[Path], tmp: Path, seed: int) -> list[str]:
     """~200 posters: 100 sources with 6 edits each, 100 unrelated; pairwise precision and recall per K."""
     rng = np.random.default_rng(seed)
@@ -230,13 +269,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posters", type=Path, default=Path("../shared/datasets/posters"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", choices=["pipeline", "hashing", "quality", "pairs"],
+    parser.add_argument("--only", nargs="*", choices=["pipeline", "hashing", "resize", "quality", "pairs"],
                         help="Run only these parts [all].")
     args = parser.parse_args()
     files = sorted(p for p in args.posters.rglob("*.jpg"))
     if not files:
         raise SystemExit(f"{args.posters}: no posters found; pass --posters DIR")
     parts = {"pipeline": lambda tmp: pipeline(args.posters, tmp), "hashing": lambda tmp: hashing_speed(files[::3]),
+             "resize": lambda tmp: resize_cost(files[::9]),
              "quality": lambda tmp: quality(files, tmp, args.seed), "pairs": lambda tmp: pair_search(args.seed)}
     out: list[str] = [f"Command: `python benchmarks/data_bench.py --posters {args.posters.as_posix()}`", ""]
     with tempfile.TemporaryDirectory(prefix="data-bench-") as tmp:

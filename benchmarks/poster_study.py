@@ -207,6 +207,7 @@ def run_model(model: str, a: argparse.Namespace, data: Path, work: Path) -> dict
         true, pred = read_predictions(folder)
         out["engines"][engine] = {
             "folder": folder, "trials": ts, "n_trials": len(ts), "epochs": epochs_used(ts),
+            "minutes": sum(float(t.user_attrs.get("seconds", 0) or 0) for t in ts) / 60,
             "states": {s: sum(t.state.name == s for t in ts) for s in ("COMPLETE", "PRUNED", "FAIL")},
             "best_val": best_value(ts), "metrics": metrics, "balanced": balanced(true, pred),
             "balanced_ci": balanced_ci(true, pred, seed=a.seed),
@@ -316,8 +317,10 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
         lines += [f"> Reduced CPU budget: {a.size} px, quarter-width nets, {a.epochs} epochs per trial (the original "
                   "study: 96 px, full width, 30 epochs). Compare engines with each other here; the distance to the "
                   "study's accuracies is partly the budget.", ""]
-    lines += [f"Command: `{cmd.strip()}` ({time.strftime('%Y-%m-%d %H:%M %Z')}, {seconds / 60:.1f} min this "
-              f"invocation, seed {a.seed}). Data: `{os.path.relpath(a.posters)}` read in place via symlinks "
+    trained = sum(e["minutes"] for r in results.values() for e in r["engines"].values())
+    lines += [f"Command: `{cmd.strip()}` ({time.strftime('%Y-%m-%d %H:%M %Z')}, seed {a.seed}; {trained:.0f} min "
+              f"of trial training in all, {seconds / 60:.1f} min this invocation, which reuses finished studies). "
+              f"Data: `{os.path.relpath(a.posters)}` read in place via symlinks "
               f"({', '.join(classes)}), balanced by undersampling to the smallest class; studies in "
               f"`{os.path.relpath(a.work)}/studies/`.", "",
               "Engines, each given the staged procedure's total epochs as budget (the optimisers start with as many "
@@ -327,9 +330,9 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
               "- `tpe-median`: Optuna TPE with median pruning (`--engine optuna --sampler tpe --pruner median`)",
               "- `tpe-hyperband`: Optuna TPE with Hyperband pruning (`--pruner hyperband`)", "",
               "## Test results (retrained best configuration, tested once)", "",
-              "| model | engine | trials (complete/pruned/failed) | epochs used | best val acc | test acc (95% Wilson) "
-              "| balanced acc (95% bootstrap) | n test | original study |",
-              "| --- | --- | --- | ---: | ---: | --- | --- | ---: | ---: |"]
+              "| model | engine | trials (complete/pruned/failed) | epochs used | trial time (min) | best val acc "
+              "| test acc (95% Wilson) | balanced acc (95% bootstrap) | n test | original study |",
+              "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
     for model, r in results.items():
         for engine, e in r["engines"].items():
             m = e["metrics"]
@@ -337,7 +340,8 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
             blo, bhi = e["balanced_ci"]
             s = e["states"]
             lines.append(f"| {model} | {engine} | {e['n_trials']} ({s['COMPLETE']}/{s['PRUNED']}/{s['FAIL']}) | "
-                         f"{e['epochs']} | {pct(e['best_val'])} | {pct(m['accuracy'])} ({pct(lo)}-{pct(hi)}) | "
+                         f"{e['epochs']} | {e['minutes']:.1f} | {pct(e['best_val'])} | "
+                         f"{pct(m['accuracy'])} ({pct(lo)}-{pct(hi)}) | "
                          f"{pct(e['balanced'])} ({pct(blo)}-{pct(bhi)}) | {m['n']} | {pct(STUDY_ACCURACY[model])} |")
     lines += ["", "Epoch budget per model (the staged procedure's total): " + ", ".join(
         f"{m} {r['budget']} epochs" for m, r in results.items()) + ".", "",
