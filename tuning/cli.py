@@ -298,8 +298,9 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
                 state["best"] = max(state["best"], value)
             eta = state["seconds"] / state["done"] * max(0, state.get("total", 0) - state["done"])
             shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
+            best = f"{state['best']:.3f}" if math.isfinite(state["best"]) else "  -  "  # none complete yet
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
-                       f"val_acc {value:.3f} best {state['best']:.3f} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
+                       f"val_acc {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
         elif kind == "retrain":
             click.echo("Retraining the best configuration on the training split, then one test evaluation...")
