@@ -41,7 +41,7 @@ def test_every_format_takes_the_raw_files_and_answers_as_the_tested_model(export
     images, recorded = _test_images(folder, tiny_dataset)
     formats = {"keras", "savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
     assert formats <= set(result.files)
-    for fmt in formats - {"onnx"}:
+    for fmt in formats:
         predictor = load_predictor(result.files[fmt])
         assert predictor.format == fmt and predictor.size is None and predictor.n_classes == 3
         probs = predictor.run(images)
@@ -70,7 +70,7 @@ def test_the_prepared_pixels_are_the_exported_models_own_resize(exported: tuple[
 def test_onnx_is_exported_or_explained(exported: tuple[ExportResult, Path]) -> None:
     result, _ = exported
     if "onnx" in result.files:
-        assert result.files["onnx"].stat().st_size > 1000
+        assert result.files["onnx"].stat().st_size > 1000 and not result.skipped
     else:
         assert result.skipped == {"onnx": ONNX_HINT} and "pip install tf2onnx onnx" in ONNX_HINT
 
@@ -135,14 +135,14 @@ def test_predict_takes_any_size_or_mode_in_every_format(exported: tuple[ExportRe
     result, _ = exported
     images = _odd_images(tmp_path / "odd")
     by_format = {}
-    for fmt in ("keras", "savedmodel", "tflite"):
+    for fmt in [f for f in ("keras", "savedmodel", "tflite", "onnx") if f in result.files]:
         rows = predict(result.files[fmt], [tmp_path / "odd"], top_k=3)
         assert len(rows) == len(images) and not [r for r in rows if "error" in r], rows
         assert all(r["top"][0]["class"] in ("Action", "Anime", "Romance") for r in rows)
         assert all(abs(sum(r["probabilities"].values()) - 1.0) < 1e-4 for r in rows)
         by_format[fmt] = np.array([list(r["probabilities"].values()) for r in rows])
-    assert np.abs(by_format["savedmodel"] - by_format["keras"]).max() < 1e-4
-    assert np.abs(by_format["tflite"] - by_format["keras"]).max() < 1e-4
+    for fmt, probs in by_format.items():
+        assert np.abs(probs - by_format["keras"]).max() < 1e-4, fmt
 
 
 def test_predict_cli_json_and_csv(exported: tuple[ExportResult, Path], tmp_path: Path) -> None:

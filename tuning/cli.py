@@ -494,7 +494,7 @@ def export(study: str, formats: str) -> None:
 @click.option("--csv", "csv_file", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 @handle_errors
 def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None) -> None:
-    """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel or .tflite)."""
+    """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel, .tflite or .onnx)."""
     runtime.load_tensorflow()
     from tuning import _io
     from tuning.export import predict as run_predict

@@ -32,7 +32,8 @@ from tuning.study import package_versions, read_config, study_paths
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 ARTEFACTS = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
-ONNX_HINT = "ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx (then rerun 'tuning export')"
+ONNX_HINT = ("ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx onnxruntime (the project's 'onnx' extra), "
+             "then rerun 'tuning export'")
 PREPROCESSING = ("Inside the model: antialiased bilinear resize to size x size (tuning.resize.ResizeRGB, the op "
                  "that prepared the training and test images), rounded to whole values, then scaled to [0, 1]. "
                  "Outside: decode upright (EXIF orientation), transparency flattened onto white, any mode to RGB "
@@ -275,8 +276,7 @@ def load_predictor(path: Path) -> Predictor:
     if path.suffix.lower() == ".tflite":
         return _tflite_predictor(path)
     if path.suffix.lower() == ".onnx":
-        raise ToolkitError(f"{path}: predicting with ONNX needs onnxruntime; use the .keras, SavedModel or .tflite "
-                           "file, or run it with onnxruntime directly")
+        return _onnx_predictor(path)
     model = load_model(path)
     dtype = str(model.inputs[0].dtype)
     return Predictor(lambda x: np.asarray(model.predict_on_batch(x.astype(dtype))),
@@ -318,6 +318,23 @@ def _tflite_predictor(path: Path) -> Predictor:
         return np.array(interpreter.get_tensor(outp["index"]))
 
     return Predictor(batch, _fixed_size(list(inp["shape_signature"])), int(outp["shape"][-1]), "tflite")
+
+
+def _onnx_predictor(path: Path) -> Predictor:
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ToolkitError(f"{path}: predicting with ONNX needs onnxruntime: pip install onnxruntime (or use "
+                           "the .keras, SavedModel or .tflite file)")
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise ToolkitError(f"{path}: not a loadable ONNX model ({type(exc).__name__})") from None
+    inp = session.get_inputs()[0]
+    dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+    return Predictor(lambda x: session.run(None, {inp.name: x.astype(dtype)})[0],
+                     inp.shape[1] if isinstance(inp.shape[1], int) else None,
+                     int(session.get_outputs()[0].shape[-1]), "onnx")
 
 
 def _classes_for(model_path: Path, n: int) -> list[str]:
