@@ -301,6 +301,28 @@ def observations(model: str, ts: list[Any], base: dict[str, Any], n_val: dict[st
     return lines
 
 
+def summary(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per model, computed from the tables below, so a rerun rewrites it with its own numbers."""
+    lines = []
+    for model, r in results.items():
+        engines = r["engines"]
+        best = max(engines, key=lambda e: engines[e]["metrics"]["accuracy"])
+        ref = engines["staged"]["reach"]
+        reach = []
+        for engine in ("tpe-median", "tpe-hyperband"):
+            got = engines[engine]["reach"]
+            reach.append(f"{engine} reached the staged best in {got} epochs (ratio {got / ref:.2f})" if got and ref
+                         else f"{engine} never reached the staged best in its {engines[engine]['epochs']} epochs")
+        p = min(c.p_exact for c in r["compare"].values())
+        accs = ", ".join(f"{e} {pct(v['metrics']['accuracy'])}" for e, v in engines.items())
+        lines.append(f"- **{model}**: test accuracy {accs} (original study {pct(STUDY_ACCURACY[model])}); highest: "
+                     f"{best}. Staged needed {ref} epochs to its best validation accuracy; " + "; ".join(reach)
+                     + f". Smallest McNemar p between engines {p:.3g}: "
+                     + ("a real difference at the 5% level." if p < 0.05 else
+                        "no engine's model is distinguishable from another's on this test split."))
+    return lines
+
+
 def pct(v: float) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
@@ -329,6 +351,7 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
               "- `staged`: the study's one-factor-at-a-time procedure (`--engine staged`)",
               "- `tpe-median`: Optuna TPE with median pruning (`--engine optuna --sampler tpe --pruner median`)",
               "- `tpe-hyperband`: Optuna TPE with Hyperband pruning (`--pruner hyperband`)", "",
+              "## In short", "", *summary(results), "",
               "## Test results (retrained best configuration, tested once)", "",
               "| model | engine | trials (complete/pruned/failed) | epochs used | trial time (min) | best val acc "
               "| test acc (95% Wilson) | balanced acc (95% bootstrap) | n test | original study |",
