@@ -10,6 +10,7 @@ split (same dataset and seed), then ``tuning compare`` pairs them (McNemar). Wri
 
     .venv/bin/python benchmarks/poster_study.py                 # the reduced CPU study (about 2 hours on 2 cores)
     .venv/bin/python benchmarks/poster_study.py --tiny          # smoke run: minutes, says so in the doc
+    .venv/bin/python benchmarks/poster_study.py --doc-only      # rewrite the doc from finished studies
 
 A rerun reuses every study that already has ``final/metrics.json`` (delete a study's folder to redo it) and
 resumes the others where they stopped. The posters are never copied: the dataset folder's ``raw/<class>``
@@ -180,12 +181,17 @@ def run_model(model: str, a: argparse.Namespace, data: Path, work: Path) -> dict
     out: dict[str, Any] = {"space": space, "engines": {}}
     folders = {e: work / "studies" / f"{model}-{e}" for e in ENGINES}
     log = work / "logs" / f"{model}.log"
-    search(model, "staged", data=data, space=space, epochs=a.epochs, seed=a.seed, folder=folders["staged"],
-           trials=None, log=log, reuse=True)
+    if a.doc_only:
+        missing = [f for f in folders.values() if not (f / "final" / "metrics.json").exists()]
+        if missing:
+            raise SystemExit(f"--doc-only: {missing[0]} has no final/metrics.json; run the study without it first")
+    else:
+        search(model, "staged", data=data, space=space, epochs=a.epochs, seed=a.seed, folder=folders["staged"],
+               trials=None, log=log, reuse=True)
     staged = trials(folders["staged"])
     budget = epochs_used(staged)
     n0 = len(staged)
-    for engine in ("tpe-median", "tpe-hyperband"):
+    for engine in () if a.doc_only else ("tpe-median", "tpe-hyperband"):
         n = n0
         search(model, engine, data=data, space=space, epochs=a.epochs, seed=a.seed, folder=folders[engine],
                trials=n, log=log, reuse=True)
@@ -328,7 +334,7 @@ def pct(v: float) -> str:
 
 
 def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds: float, classes: list[str]) -> str:
-    cmd = "python benchmarks/poster_study.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/poster_study.py " + " ".join(x for x in sys.argv[1:] if x != "--doc-only")
     lines = ["# The poster study: staged vs TPE vs Hyperband", ""]
     if a.tiny:
         lines += ["> **SMOKE RUN (`--tiny`), NOT RESULTS.** Tiny images (32 px), an eighth-width net, 1 epoch per "
@@ -341,7 +347,10 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
                   "study's accuracies is partly the budget.", ""]
     trained = sum(e["minutes"] for r in results.values() for e in r["engines"].values())
     lines += [f"Command: `{cmd.strip()}` ({time.strftime('%Y-%m-%d %H:%M %Z')}, seed {a.seed}; {trained:.0f} min "
-              f"of trial training in all, {seconds / 60:.1f} min this invocation, which reuses finished studies). "
+              f"of trial training in all; {seconds / 60:.1f} min for "
+              + ("rewriting this file from the finished studies with `--doc-only`). " if a.doc_only else
+                 "this invocation, which reuses finished studies). ")
+              +
               f"Data: `{os.path.relpath(a.posters)}` read in place via symlinks "
               f"({', '.join(classes)}), balanced by undersampling to the smallest class; studies in "
               f"`{os.path.relpath(a.work)}/studies/`.", "",
@@ -468,6 +477,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "poster-study.md")
     p.add_argument("--tiny", action="store_true", help="smoke run: 32 px, 1 epoch, small grids, 60 per class")
+    p.add_argument("--doc-only", action="store_true",
+                   help="rewrite the doc (and its figures) from the finished studies; trains nothing")
     a = p.parse_args()
     a.work = (a.work or ROOT / "runs" / ("poster-study-tiny" if a.tiny else "poster-study")).resolve()
     a.epochs = a.epochs or (1 if a.tiny else 6)
@@ -478,7 +489,8 @@ def main() -> None:
     prep = ["data", "prepare", str(data), "--size", str(a.size), "--seed", str(a.seed)]
     if a.tiny:
         prep += ["--per-class", "60"]
-    tuning(prep, a.work / "logs" / "prepare.log")
+    if not a.doc_only:
+        tuning(prep, a.work / "logs" / "prepare.log")
     results = {m: run_model(m, a, data, a.work) for m in a.models.split(",")}
     text = write_doc(results, a, time.perf_counter() - start, classes)
     a.doc.parent.mkdir(parents=True, exist_ok=True)
