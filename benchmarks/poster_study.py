@@ -24,6 +24,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -346,8 +347,11 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
                   "study: 96 px, full width, 30 epochs). Compare engines with each other here; the distance to the "
                   "study's accuracies is partly the budget.", ""]
     trained = sum(e["minutes"] for r in results.values() for e in r["engines"].values())
+    wall = sum(int(m) * 60 + int(sec) for log in (a.work / "logs").glob("*.log")  # every search command's wall time
+               for m, sec in re.findall(r"== Study .* \((\d+)m(\d+)s\)", log.read_text()))
     lines += [f"Command: `{cmd.strip()}` ({time.strftime('%Y-%m-%d %H:%M %Z')}, seed {a.seed}; {trained:.0f} min "
-              f"of trial training in all; {seconds / 60:.1f} min for "
+              f"of trial training and {wall / 60:.0f} min of search commands (searches, top-ups, retraining, tests, "
+              f"reports) in all; {seconds / 60:.1f} min for "
               + ("rewriting this file from the finished studies with `--doc-only`). " if a.doc_only else
                  "this invocation, which reuses finished studies). ")
               +
