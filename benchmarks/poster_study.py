@@ -320,14 +320,30 @@ def summary(results: dict[str, dict[str, Any]]) -> list[str]:
             got = engines[engine]["reach"]
             reach.append(f"{engine} reached the staged best in {got} epochs (ratio {got / ref:.2f})" if got and ref
                          else f"{engine} never reached the staged best in its {engines[engine]['epochs']} epochs")
+        complete = [t for t in engines["staged"]["trials"] if t.state.name == "COMPLETE" and t.value is not None]
+        top = max(complete, key=lambda t: t.value)
+        stage = top.user_attrs.get("stage", "base")
+        split = str(top.params.get("split", ""))
+        n_val = r["val_sizes"].get(split, 0)
+        lo, hi = _wilson(top.value, n_val)
+        why = (f" The staged best came from its {stage} stage (split {split}, validated on {n_val} images, 95% "
+               f"interval ±{50 * (hi - lo):.0f} points); "
+               + "; ".join(f"{e} pruned {engines[e]['states']['PRUNED']} of {engines[e]['n_trials']} trials"
+                           for e in ("tpe-median", "tpe-hyperband")) + ".")
         p = min(c.p_exact for c in r["compare"].values())
         accs = ", ".join(f"{e} {pct(v['metrics']['accuracy'])}" for e, v in engines.items())
         lines.append(f"- **{model}**: test accuracy {accs} (original study {pct(STUDY_ACCURACY[model])}); highest: "
                      f"{best}. Staged needed {ref} epochs to its best validation accuracy; " + "; ".join(reach)
-                     + f". Smallest McNemar p between engines {p:.3g}: "
+                     + "." + why + f" Smallest McNemar p between engines {p:.3g}: "
                      + ("a real difference at the 5% level." if p < 0.05 else
                         "no engine's model is distinguishable from another's on this test split."))
     return lines
+
+
+def _wilson(rate: float, n: int) -> tuple[float, float]:
+    from tuning.metrics import wilson_interval
+
+    return wilson_interval(round(rate * n), n) if n else (math.nan, math.nan)
 
 
 def pct(v: float) -> str:
