@@ -108,3 +108,36 @@ def test_resuming_with_other_settings_is_refused(finished: tuple[SearchOutcome, 
     _, request = finished
     with pytest.raises(StudyError, match="another epochs"):
         run_search(replace(request, epochs=5), on_event=lambda e: None)
+
+
+def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """--precision mixed_bfloat16 speeds training up; the model tested and exported computes in float32, and
+    the exported file fed the raw test files still answers as the test did."""
+    import keras
+
+    from tuning.data.images import load_raw_rgb
+    from tuning.errors import StudyError, UnknownNameError
+    from tuning.export import load_model, load_predictor
+
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=1, epochs=1, study="bf16", runs=tmp_path / "runs", seed=3,
+                            precision="mixed_bfloat16")
+    try:
+        outcome = run_search(request, on_event=lambda e: None)
+    finally:
+        keras.config.set_dtype_policy("float32")  # the search set it for this process
+    assert outcome.config.precision == "mixed_bfloat16"
+    assert tomllib.loads((outcome.folder / "config.toml").read_text())["runtime"]["precision"] == "mixed_bfloat16"
+    policies = {layer.dtype_policy.name for layer in load_model(outcome.folder / "final" / "model.keras").layers}
+    assert policies == {"float32"}
+    with open(outcome.folder / "final" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    probs = load_predictor(outcome.model).run([load_raw_rgb(tiny_dataset / r["file"]) for r in rows])
+    tested = np.array([[float(r[f"p_{c}"]) for c in ("Action", "Anime", "Romance")] for r in rows])
+    assert np.abs(probs - tested).max() < 1e-4
+    with pytest.raises(StudyError, match="another precision"):
+        run_search(SearchRequest(**{**request.__dict__, "precision": "float32"}), on_event=lambda e: None)
+    with pytest.raises(UnknownNameError, match="float32, mixed_bfloat16, mixed_float16"):
+        run_search(SearchRequest(**{**request.__dict__, "precision": "bf16"}), on_event=lambda e: None)

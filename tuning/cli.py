@@ -367,10 +367,14 @@ def _summary(outcome: Any) -> None:
 @click.option("--study", default=None, help="Study name (runs/NAME) [MODEL-DATA-BUDGET].")
 @click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", default="float32", show_default=True,
+              help="float32, mixed_bfloat16 (much faster on CPUs with bf16 units, see BENCHMARKS.md) or "
+                   "mixed_float16 (GPUs). Exported models compute in float32.")
 @handle_errors
 def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
            repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
-           epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int) -> None:
+           epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int,
+           precision: str) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
@@ -378,7 +382,7 @@ def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: 
         model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
         repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
         budget=budget,
-        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed,
+        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision,
         params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
     )
     _quiet_libraries()

@@ -39,11 +39,18 @@ def inference_model(model_name: str, params: Mapping[str, Any], trained: Any, n_
     Keras random layers also transform on a bare ``model(x)`` call (they default to training mode), so a
     shipped model must not contain them: then every way of calling it gives the same answer.
     """
+    import keras
+
     from tuning.models import build_model
     from tuning.space import Augmentation
 
     size = int(params["image_size"])
-    clean = build_model(model_name, {**params, "augmentation": Augmentation("none")}, (size, size, 3), n_classes)
+    trained_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # mixed-precision training still ships a float32 model
+    try:
+        clean = build_model(model_name, {**params, "augmentation": Augmentation("none")}, (size, size, 3), n_classes)
+    finally:
+        keras.config.set_dtype_policy(trained_policy)
     clean.set_weights(trained.get_weights())
     return clean
 
@@ -115,7 +122,8 @@ def retrain_and_test(
         views = data.split(int(params["image_size"]), str(params["split"]))
         x, y, ids = views["test"]
         batches = make_dataset(x, y, len(data.classes), 64, shuffle_seed=None)
-        probs = np.asarray(result.model.predict(batches, verbose=0), dtype=np.float64)
+        shipped = inference_model(config.model, params, result.model, len(data.classes))  # tested as shipped
+        probs = np.asarray(shipped.predict(batches, verbose=0), dtype=np.float64)
         pred = probs.argmax(axis=1)
         accuracies.append(float((pred == y).mean()) if len(y) else math.nan)
         if k:
@@ -136,7 +144,7 @@ def retrain_and_test(
             "seconds": result.seconds,
             "seed": config.seed,
         }
-        save_model(inference_model(config.model, params, result.model, len(data.classes)), final / "model.keras")
+        save_model(shipped, final / "model.keras")
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
     metrics["seeds"] = seed_summary(accuracies)

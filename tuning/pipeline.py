@@ -37,6 +37,7 @@ class SearchRequest:
     study: str | None = None
     storage: str | None = None
     seed: int = 0
+    precision: str = "float32"
     runs: Path = Path("runs")
 
 
@@ -110,7 +111,9 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
     start = time.perf_counter()
     _check_request(request)
     raw_dir(request.data)
-    settings = runtime.resolve()  # loads TensorFlow without its start-up noise
+    if request.precision not in runtime.PRECISIONS:
+        raise UnknownNameError("--precision", request.precision, runtime.PRECISIONS)
+    settings = runtime.resolve(precision=request.precision)  # loads TensorFlow without its start-up noise
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget)
@@ -185,7 +188,7 @@ def _check_resume(folder: Path, config: StudyConfig) -> None:
     if not study_paths(folder)["config"].exists():
         return
     old = read_config(folder)
-    for key in ("model", "dataset", "engine", "epochs", "seed", "space"):
+    for key in ("model", "dataset", "engine", "epochs", "seed", "space", "precision"):
         if getattr(old, key) != getattr(config, key):
             raise StudyError(
                 f"{folder} already holds a study with another {key}; "

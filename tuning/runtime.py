@@ -52,6 +52,11 @@ def load_tensorflow() -> bool:
 
 
 
+#: Keras dtype policies a search may train under; mixed_bfloat16 is several times faster on CPUs with bf16
+#: units (BENCHMARKS.md), mixed_float16 is for GPUs. Exported models always compute in float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 def resolve(*, precision: str = "float32") -> dict[str, Any]:
     """The settings for this machine: inter-op threads (1 on CPU, TensorFlow's default on GPU) and precision."""
     gpu = load_tensorflow()

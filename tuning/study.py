@@ -42,6 +42,11 @@ class StudyConfig:
     runtime: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def precision(self) -> str:
+        """The dtype policy trials train under (studies written before the option: float32)."""
+        return str(self.runtime.get("precision", "float32"))
+
 
 def package_versions() -> dict[str, str]:
     out = {}
