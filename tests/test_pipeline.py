@@ -129,6 +129,8 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     finally:
         keras.config.set_dtype_policy("float32")  # the search set it for this process
     assert outcome.config.precision == "mixed_bfloat16"
+    trial = json.loads((outcome.folder / "trials" / "0" / "history.json").read_text())
+    assert trial["precision"] == "mixed_bfloat16"  # the trial trained under it (clear_session used to reset it)
     assert tomllib.loads((outcome.folder / "config.toml").read_text())["runtime"]["precision"] == "mixed_bfloat16"
     policies = {layer.dtype_policy.name for layer in load_model(outcome.folder / "final" / "model.keras").layers}
     assert policies == {"float32"}

@@ -34,6 +34,7 @@ class TrialResult:
     seconds: float = 0.0
     reason: str = ""
     model: Any = None
+    precision: str = "float32"  # the dtype policy it trained under
 
     @property
     def epochs(self) -> int:
@@ -152,7 +153,9 @@ def train_trial(
     """
     import keras
 
+    policy = keras.config.dtype_policy()  # clear_session resets it to float32: --precision must survive
     keras.backend.clear_session()  # also runs the garbage collector (free_memory=True)
+    keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(seed)
     params = dict(params)
     size = int(params["image_size"])
@@ -185,7 +188,7 @@ def train_trial(
     seconds = time.perf_counter() - start
     status = "failed" if "failed" in state else "pruned" if state.get("pruned") else "complete"
     result = TrialResult(params, status, history, seconds, state.get("failed", ""),
-                         model if keep_model and status == "complete" else None)
+                         model if keep_model and status == "complete" else None, policy.name)
     del model
     return result
 

@@ -83,7 +83,7 @@ class TrialRunner:
         )
         _io.write_json(self.trials_dir / str(key) / "history.json", {
             "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
-            "reason": outcome.reason, "seconds": outcome.seconds,
+            "reason": outcome.reason, "seconds": outcome.seconds, "precision": results[0].precision,
             "history": results[0].history, "repeats": [r.history for r in results[1:]],
         })
         self.on_event({"event": "trial_end", "number": key, "status": outcome.status, "value": outcome.value,
