@@ -171,7 +171,8 @@ def search(model: str, engine: str, *, data: Path, space: Path, epochs: int, see
         print(f"   {folder.name}: finished earlier (final/metrics.json); reusing it", flush=True)
         return
     args = ["search", "--model", model, "--data", str(data), "--space", str(space), "--budget", "quick",
-            "--epochs", str(epochs), "--seed", str(seed), "--study", str(folder), *ENGINES[engine]]
+            "--epochs", str(epochs), "--seed", str(seed), "--study", str(folder), "--precision", "float32",
+            *ENGINES[engine]]
     if trials is not None:
         args += ["--trials", str(trials)]
     tuning(args, log)

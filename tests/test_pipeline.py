@@ -141,5 +141,10 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     assert np.abs(probs - tested).max() < 1e-4
     with pytest.raises(StudyError, match="another precision"):
         run_search(SearchRequest(**{**request.__dict__, "precision": "float32"}), on_event=lambda e: None)
+    try:  # the default, auto, resumes a study with the precision it was started with, whatever the machine
+        again = run_search(SearchRequest(**{**request.__dict__, "precision": "auto"}), on_event=lambda e: None)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert again.config.precision == "mixed_bfloat16"
     with pytest.raises(UnknownNameError, match="float32, mixed_bfloat16, mixed_float16"):
         run_search(SearchRequest(**{**request.__dict__, "precision": "bf16"}), on_event=lambda e: None)

@@ -367,9 +367,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--study", default=None, help="Study name (runs/NAME) [MODEL-DATA-BUDGET].")
 @click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--precision", default="float32", show_default=True,
-              help="float32, mixed_bfloat16 (much faster on CPUs with bf16 units, see BENCHMARKS.md) or "
-                   "mixed_float16 (GPUs). Exported models compute in float32.")
+@click.option("--precision", default="auto", show_default=True,
+              help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
+                   "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
 @handle_errors
 def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
            repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,

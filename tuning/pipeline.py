@@ -37,7 +37,7 @@ class SearchRequest:
     study: str | None = None
     storage: str | None = None
     seed: int = 0
-    precision: str = "float32"
+    precision: str = "auto"
     runs: Path = Path("runs")
 
 
@@ -123,6 +123,8 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
         )
     name = request.study or f"{request.model}-{Path(request.data).name}-{budget}"
     folder = study_folder(name, request.runs)
+    if request.precision == "auto" and study_paths(folder)["config"].exists():
+        settings["precision"] = read_config(folder).precision  # resuming: auto keeps what the study trained with
     config = StudyConfig(
         name=Path(name).name, model=request.model, dataset=Path(request.data).as_posix(), engine=request.engine,
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
