@@ -360,8 +360,10 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
                   "end to end. None of the numbers below say anything about the engines or the models. Run "
                   "`make study` (without `--tiny`) for the study.", ""]
     else:
-        lines += [f"> Reduced CPU budget: {a.size} px, quarter-width nets, {a.epochs} epochs per trial (the original "
-                  "study: 96 px, full width, 30 epochs). Compare engines with each other here; the distance to the "
+        lines += [f"> Reduced CPU budget: {a.size} px, quarter-width nets, {a.epochs} epochs per trial, float32 (the "
+                  "original study: 96 px, full width, 30 epochs; `tuning search` now defaults to mixed_bfloat16 on "
+                  "CPUs with bf16 units, the study pins float32 as it was run). "
+                  "Compare engines with each other here; the distance to the "
                   "study's accuracies is partly the budget.", ""]
     trained = sum(e["minutes"] for r in results.values() for e in r["engines"].values())
     wall = sum(int(m) * 60 + int(sec) for log in (a.work / "logs").glob("*.log")  # every search command's wall time
