@@ -12,7 +12,9 @@ TRIALS ?=
 EPOCHS ?=
 SEED   ?= 0
 STUDY  ?=
+PRECISION ?= auto
 SEARCH_ARGS = --model $(MODEL) --data $(DATA) --engine $(ENGINE) --budget $(BUDGET) --seed $(SEED) \
+	--precision $(PRECISION) \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STUDY),--study $(STUDY))
 
 .PHONY: venv search test lint bench study report export clean distclean
