@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import imagehash
@@ -92,6 +93,17 @@ def pipeline(posters: Path, tmp: Path) -> list[str]:
     return lines
 
 
+def best_times(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each method over ``repeats`` rounds, the methods interleaved (the host is shared)."""
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def hashing_speed(files: list[Path], repeats: int = 3) -> list[str]:
     """Plain loop vs ``hash_files`` on the same files, interleaved, best of ``repeats`` (the host is shared)."""
     def plain() -> None:
@@ -101,13 +113,8 @@ def hashing_speed(files: list[Path], repeats: int = 3) -> list[str]:
 
     methods = {"plain": plain, "one": lambda: hash_files(files, "phash", mirror=True, workers=1),
                "two": lambda: hash_files(files, "phash", mirror=True, workers=2)}
-    best = dict.fromkeys(methods, float("inf"))
     load = os.getloadavg()[0]
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+    best = best_times(methods, repeats)
     n = len(files)
     return [
         "## Hashing throughput (phash, same files, one run)",
@@ -142,12 +149,7 @@ def resize_cost(files: list[Path], repeats: int = 3) -> list[str]:
             load_rgb(f, 96)
 
     ours()  # the first call builds the layer and loads TensorFlow
-    best = {"pillow": float("inf"), "ours": float("inf")}
-    for _ in range(repeats):
-        for name, fn in (("pillow", pillow), ("ours", ours)):
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+    best = best_times({"pillow": pillow, "ours": ours}, repeats)
     n = len(files)
     return [
         "## Resize cost at 96 px (one thread, same files, one run)",

@@ -296,10 +296,8 @@ def observations(model: str, ts: list[Any], base: dict[str, Any], n_val: dict[st
     if max(values) - min(values) < 1e-9:
         lines.append("Every staged trial scored the same validation accuracy, so the procedure kept the base value "
                      "of every axis: the checks above carry no information.")
-    from tuning.metrics import wilson_interval
-
     n = n_val[str(win["split"])]
-    lo, hi = wilson_interval(round(best.value * n), n)
+    lo, hi = _wilson(best.value, n)
     lines.append(f"How sure: the staged best ({best.value:.3f}) rests on {n} validation images; its 95% Wilson "
                  f"interval is {lo:.3f}-{hi:.3f}, so stage-to-stage differences of a few points are within noise. "
                  "The test-side comparisons (McNemar, below) are the firmer evidence.")

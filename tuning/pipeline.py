@@ -85,6 +85,10 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
 
 
 def _check_request(request: SearchRequest) -> None:
+    from tuning.runtime import PRECISIONS
+
+    if request.precision not in PRECISIONS:
+        raise UnknownNameError("--precision", request.precision, PRECISIONS)
     if request.engine not in ENGINES:
         raise UnknownNameError("engine", request.engine, ENGINES)
     if request.objective not in OBJECTIVES:
@@ -111,8 +115,6 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
     start = time.perf_counter()
     _check_request(request)
     raw_dir(request.data)
-    if request.precision not in runtime.PRECISIONS:
-        raise UnknownNameError("--precision", request.precision, runtime.PRECISIONS)
     settings = runtime.resolve(precision=request.precision)  # loads TensorFlow without its start-up noise
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")

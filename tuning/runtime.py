@@ -52,7 +52,6 @@ def load_tensorflow() -> bool:
         return bool(tf.config.list_physical_devices("GPU"))
 
 
-
 #: Keras dtype policies a search may train under. ``auto``: mixed_bfloat16 on a CPU with bfloat16 units (1.4x
 #: to 4x faster here, same losses; BENCHMARKS.md), float32 elsewhere (emulated bf16 is slower; GPUs unmeasured).
 #: Exported models always compute in float32.

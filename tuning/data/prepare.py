@@ -326,9 +326,9 @@ def load_prepared(
 ) -> Prepared:
     """The cached arrays for ``size``, (re)built when missing or made from another manifest or setting.
 
-    Without settings it keeps the user's: those of the newest cache made from the current manifest (so a
-    search honours ``tuning data prepare --balance weights --seed 3``, and another image size is prepared the
-    same way), else seed 0, undersampled to the smallest class.
+    Without settings it keeps the user's: those of the newest cache in the dataset (so a search honours
+    ``tuning data prepare --balance weights --seed 3``, and another image size is prepared the same way), else
+    seed 0, undersampled to the smallest class.
     """
     dataset = Path(dataset)
     raw_dir(dataset)
