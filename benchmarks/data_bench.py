@@ -20,18 +20,11 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from tuning.data.dedup import (
-    DEFAULT_THRESHOLDS,
-    HASH_KINDS,
-    MIRROR_MARGIN,
-    components,
-    dedup,
-    duplicate_pairs,
-    hash_file,
-    hash_files,
-)
+from tuning.data.dedup import DEFAULT_THRESHOLDS, MIRROR_MARGIN, components, dedup, duplicate_pairs
+from tuning.data.hashing import HASH_KINDS, hash_file, hash_files
 from tuning.data.importer import import_folder
-from tuning.data.prepare import load_prepared, prepare, read_manifest
+from tuning.data.manifest import read_manifest
+from tuning.data.prepare import load_prepared, prepare
 from tuning.data.splits import assign_splits
 
 EDITS = ("resize 50%", "jpeg q40", "crop 5%", "brighten 1.3", "watermark", "mirror")

@@ -109,7 +109,7 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
     Returns None in a Keras Tuner worker process: the chief finishes the study.
     """
     from tuning import runtime
-    from tuning.data.prepare import raw_dir
+    from tuning.data.manifest import raw_dir
     from tuning.models import get_model_fn
 
     start = time.perf_counter()

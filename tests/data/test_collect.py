@@ -28,7 +28,7 @@ from PIL import Image
 
 from tuning.cli import cli
 from tuning.data.collect import CollectProgress, collect, parse_query
-from tuning.data.prepare import build_manifest, read_manifest
+from tuning.data.manifest import build_manifest, read_manifest
 from tuning.errors import DataError
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -404,7 +404,7 @@ def test_rerun_resumes_without_downloading_again(api: FakeApi, tmp_path: Path) -
 
     rows = read_manifest(out)  # simulate a run killed after writing a file but before saving its row
     orphan = next(r for r in rows if r["label"] == "Action")
-    from tuning.data.prepare import write_manifest
+    from tuning.data.manifest import write_manifest
 
     write_manifest(out, [r for r in rows if r is not orphan])
     third = run(4)

@@ -10,8 +10,10 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from tuning.cli import cli
-from tuning.data.dedup import HASH_KINDS, dedup, duplicate_pairs, hash_files, near_pairs
-from tuning.data.prepare import prepare, read_manifest, write_manifest
+from tuning.data.dedup import dedup, duplicate_pairs, near_pairs
+from tuning.data.hashing import HASH_KINDS, hash_files
+from tuning.data.manifest import read_manifest, write_manifest
+from tuning.data.prepare import prepare
 from tuning.errors import DataError, UnknownNameError
 
 
@@ -208,7 +210,7 @@ def test_cli_dedup_json_lists_groups(edited: Path) -> None:
 def test_fast_phash_is_bit_identical_to_imagehash_for_the_image_and_its_mirror() -> None:
     import imagehash
 
-    from tuning.data.dedup import _to_uint, phash_pair
+    from tuning.data.hashing import _to_uint, phash_pair
 
     for seed in range(12):
         img = picture(seed, (97 + seed, 131))

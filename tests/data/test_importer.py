@@ -10,7 +10,7 @@ from PIL import Image
 
 from tuning.cli import cli
 from tuning.data.importer import SKIP_CONFLICT, SKIP_HIDDEN, SKIP_LOOSE, SKIP_NOT_IMAGE, import_folder
-from tuning.data.prepare import read_manifest
+from tuning.data.manifest import read_manifest
 from tuning.errors import DataError
 
 FORMATS = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF", ".bmp": "BMP", ".tiff": "TIFF"}

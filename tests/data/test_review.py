@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tuning.cli import cli
-from tuning.data.prepare import read_manifest
+from tuning.data.manifest import read_manifest
 from tuning.data.review import apply_rejects, match_names, read_rejects, write_review
 from tuning.errors import DataError
 

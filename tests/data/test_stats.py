@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tuning.cli import cli
-from tuning.data.prepare import read_manifest, write_manifest
+from tuning.data.manifest import read_manifest, write_manifest
 from tuning.data.stats import dataset_stats
 
 

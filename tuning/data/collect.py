@@ -38,7 +38,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tuning import _io
 from tuning.data.images import image_files  # importing it also sets PIL's decompression-bomb limit
-from tuning.data.prepare import MANIFEST_COLUMNS, describe_file, read_manifest, write_manifest
+from tuning.data.manifest import EXCLUDED, MANIFEST_COLUMNS, describe_file, read_manifest, status_kind, write_manifest
 from tuning.errors import DataError, UnknownNameError
 
 PROVIDERS = ("bing", "openverse", "wikimedia")
@@ -58,7 +58,6 @@ _BING_FORMATS = {"", "jpeg", "jpg", "png", "gif", "animatedgif", "webp", "bmp", 
 _UNTYPED = {"", "application/octet-stream", "binary/octet-stream"}
 #: A class becomes a folder name, so it must be one: no separators, no leading dot, no control characters.
 _SAFE_LABEL = re.compile(r"\w[\w .+&-]{0,63}")
-_BAD_ROW_STATUSES = ("unreadable:", "duplicate-of:", "rejected")
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,7 @@ def collect(
     rows = read_manifest(out) if (out / "manifest.csv").exists() else []
     known_urls = {r["source_url"] for r in rows if r["source_url"]}
     by_path = {r["path"]: r for r in rows}
-    state = _State(hashes={r["sha256"] for r in rows if r["sha256"] and not r["status"].startswith(_BAD_ROW_STATUSES)})
+    state = _State(hashes={r["sha256"] for r in rows if r["sha256"] and status_kind(r["status"]) not in EXCLUDED})
     labels = list(dict.fromkeys(q.label for q in parsed))
     result = CollectResult(out, provider, per_class, {}, {})
     http = _Http(timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait, max_redirects=max_redirects,
@@ -315,7 +314,7 @@ def _count_existing(out: Path, class_dir: Path, by_path: dict[str, dict[str, str
     n = 0
     for path in image_files(class_dir):
         status = by_path.get(path.relative_to(out).as_posix(), {}).get("status", "")
-        n += not status.startswith(_BAD_ROW_STATUSES)
+        n += status_kind(status) not in EXCLUDED
     return n
 
 

@@ -22,31 +22,23 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from tuning import _io
-from tuning.data.images import load_small_rgb
-from tuning.data.prepare import build_manifest, check_writable, row_pixels, unreadable_reason, write_manifest
-from tuning.errors import DataError, UnknownNameError
+from tuning.data.hashing import hash_files, hash_function
+from tuning.data.manifest import build_manifest, check_writable, choose_kept, write_manifest
+from tuning.errors import DataError
 
 #: Hamming distance (bits of 64; colorhash has 42) at or below which two images are the same picture. Measured
 #: on edited copies of real posters (``benchmarks/data_bench.py``, see BENCHMARKS.md): edits stay below, and
 #: different posters above.
 DEFAULT_THRESHOLDS = {"phash": 10, "dhash": 10, "ahash": 5, "whash": 5, "colorhash": 0}
-HASH_KINDS = tuple(DEFAULT_THRESHOLDS)
 #: Mirror matches must be this many bits closer than direct ones (see ``duplicate_pairs``).
 MIRROR_MARGIN = 2
-#: Images are decoded to at least this short side before hashing (every hash looks at 32 px or less).
-DECODE_SIZE = 64
-#: Below this many files a process pool costs more to start than it saves.
-POOL_MIN_FILES = 48
 #: Bump when hashing changes (decode size, algorithm), so no cached hash from older code is compared with new ones.
 HASH_CACHE_VERSION = 1
 #: Widest band: its bucket table has 2**bits entries.
@@ -101,90 +93,6 @@ class DedupReport:
                        for g in self.groups],
             "unhashable": [{"path": p, "reason": r} for p, r in self.unhashable],
         }
-
-
-# ----- hashing -------------------------------------------------------------------------------------------
-def _hash_function(kind: str) -> Callable[..., Any]:
-    import imagehash
-
-    if kind not in HASH_KINDS:
-        raise UnknownNameError("hash", kind, HASH_KINDS)
-    return imagehash.average_hash if kind == "ahash" else getattr(imagehash, kind)
-
-
-def _to_uint(hash_: Any) -> int:
-    bits = np.asarray(hash_.hash, dtype=bool).ravel()
-    if bits.size > 64:
-        raise ValueError(f"{bits.size}-bit hash does not fit in 64 bits")
-    return int(np.packbits(np.concatenate([np.zeros(64 - bits.size, dtype=bool), bits])).view(">u8")[0])
-
-
-def _dct_rows(n: int = 32, keep: int = 8) -> np.ndarray:
-    """The first ``keep`` rows of scipy's unnormalised DCT-II matrix, so ``D @ X @ D.T`` is ``dct(dct(X).T).T``."""
-    k, i = np.arange(keep)[:, None], np.arange(n)[None, :]
-    return 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
-
-
-_DCT8 = _dct_rows()
-#: (-1)**column: mirroring the 32 x 32 input negates the odd horizontal frequencies and nothing else.
-_MIRROR_SIGNS = np.where(np.arange(8) % 2, -1.0, 1.0)[None, :]
-
-
-def phash_pair(img: Image.Image) -> tuple[int, int]:
-    """imagehash.phash of the image and of its mirror image from one 8 x 8 DCT (two matrix products).
-
-    The same steps as ``imagehash.phash`` (grey, Lanczos to 32 x 32, the 8 x 8 lowest DCT frequencies against
-    their median) without its two full 32 x 32 scipy transforms per image, and the mirror hash for free.
-    """
-    pixels = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = _DCT8 @ pixels @ _DCT8.T
-    flipped = low * _MIRROR_SIGNS
-    return _bits_to_uint(low > np.median(low)), _bits_to_uint(flipped > np.median(flipped))
-
-
-def _bits_to_uint(bits: np.ndarray) -> int:
-    return int(np.packbits(bits.ravel()).view(">u8")[0])
-
-
-def hash_file(path: str | Path, kind: str = "phash", *, mirror: bool = True) -> tuple[int, int]:
-    """(hash, hash of the mirror image) of one file as integers; decoded small, since hashes look at <= 32 px."""
-    fn = _hash_function(kind)
-    img = load_small_rgb(Path(path), DECODE_SIZE)
-    if kind == "phash":
-        value, flipped = phash_pair(img)
-        return value, flipped if mirror else value
-    value = _to_uint(fn(img))
-    return value, _to_uint(fn(ImageOps.mirror(img))) if mirror else value
-
-
-def _hash_or_reason(path: str, kind: str, mirror: bool) -> tuple[int, int] | str:
-    try:
-        return hash_file(path, kind, mirror=mirror)
-    except Exception as exc:  # noqa: BLE001 - a file that changed since the manifest is skipped, not fatal
-        return unreadable_reason(exc)
-
-
-def hash_files(
-    paths: list[Path], kind: str = "phash", *, mirror: bool = True, workers: int = 2,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[tuple[int, int] | str]:
-    """Hash of each file (or why it failed), on ``workers`` processes: decoding is CPU-bound and holds the GIL."""
-    _hash_function(kind)
-    job = partial(_hash_or_reason, kind=kind, mirror=mirror)
-    names = [str(p) for p in paths]
-    results: list[tuple[int, int] | str] = []
-    if workers > 1 and len(names) >= POOL_MIN_FILES:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(job, names, chunksize=max(1, min(64, len(names) // (workers * 8)))):
-                results.append(result)
-                if progress:
-                    progress(len(results), len(names))
-    else:
-        for name in names:
-            results.append(job(name))
-            if progress:
-                progress(len(results), len(names))
-    return results
 
 
 # ----- pair search ---------------------------------------------------------------------------------------
@@ -324,7 +232,7 @@ def dedup(
     """Hash every readable image, group duplicates and write groups and statuses to manifest.csv."""
     started = time.perf_counter()
     dataset = Path(dataset)
-    _hash_function(kind)
+    hash_function(kind)
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else threshold
     if not 0 <= threshold <= 32:
         raise DataError(f"--threshold must be between 0 and 32 bits, got {threshold}")
@@ -361,7 +269,7 @@ def dedup(
         members.setdefault(("c", int(comp[node])) if node is not None else ("s", r["sha256"]), []).append(r)
     groups = []
     for group in members.values():
-        kept = min(group, key=lambda r: (-row_pixels(r), len(r["path"]), r["path"]))
+        kept = choose_kept(group)
         for r in group:
             r["status"] = "ok" if r is kept else f"duplicate-of:{kept['path']}"
             r["group"] = kept["path"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 #: Refuse images with more pixels than this (decompression bombs); a 12k x 12k poster still fits.
@@ -90,3 +91,11 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
     from tuning.resize import resize_rgb
 
     return resize_rgb(load_raw_rgb(path), size)
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """A short, stable reason: the same failure reads the same in every row, so stats can count reasons."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (unknown format)"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "file", text)[:120]

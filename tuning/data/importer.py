@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tuning import _io
 from tuning.data.images import IMAGE_SUFFIXES
-from tuning.data.prepare import build_manifest
+from tuning.data.manifest import build_manifest
 from tuning.errors import DataError
 
 Progress = Callable[[int, int], None]

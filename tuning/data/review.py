@@ -25,7 +25,7 @@ from PIL import Image
 
 from tuning import _io
 from tuning.data.images import to_rgb
-from tuning.data.prepare import build_manifest, raw_dir, read_manifest, write_manifest
+from tuning.data.manifest import build_manifest, raw_dir, read_manifest, status_kind, write_manifest
 from tuning.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -77,7 +77,7 @@ def _rows(dataset: Path) -> tuple[list[dict[str, str]], bool]:
 
 
 def _unreadable(row: dict[str, str]) -> bool:
-    return row["status"].startswith("unreadable")
+    return status_kind(row["status"]) == "unreadable"
 
 
 # ----- contact sheets ------------------------------------------------------------------------------------
@@ -250,7 +250,8 @@ def _script_literal(value: str) -> str:
 
 def _figure(row: dict[str, str], thumbs: dict[str, tuple[str, int, int] | str], label: str) -> str:
     status = row["status"]
-    kind = "rejected" if status == "rejected" else "duplicate" if status.startswith("duplicate-of:") else "ok"
+    kind = status_kind(status)
+    kind = kind if kind in ("rejected", "duplicate") else "ok"
     thumb = thumbs.get(row["path"], "no thumbnail")
     if isinstance(thumb, str):
         picture = f'<span class="missing">{_esc(thumb)}</span>'

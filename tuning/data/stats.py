@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tuning.data.prepare import build_manifest, class_dirs, raw_dir, read_manifest
+from tuning.data.manifest import build_manifest, class_dirs, raw_dir, read_manifest, status_kind
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,6 @@ class DatasetStats:
         return {"dataset": str(self.dataset), "files": self.files, "per_class": self.per_class,
                 "per_status": self.per_status, "skipped_reasons": self.reasons,
                 "duplicate_groups": self.duplicate_groups, "sizes": sizes}
-
-
-def status_kind(status: str) -> str:
-    """``ok``, ``duplicate``, ``rejected``, ``unreadable`` (or the raw status, for anything else)."""
-    if status.startswith("duplicate-of:"):
-        return "duplicate"
-    if status.startswith("unreadable:"):
-        return "unreadable"
-    return status or "undescribed"
 
 
 def _reason(status: str) -> str:
