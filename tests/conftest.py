@@ -197,3 +197,11 @@ def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTrain:
     fake = FakeTrain()
     monkeypatch.setattr("tuning.engines._common.train_trial", fake)
     return fake
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the trained ``finished_study`` (directly or through ``study_copy``) is slow by
+    construction: ``make test-fast`` (``-m "not slow"``) leaves it out without a marker on each one."""
+    for item in items:
+        if "finished_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
