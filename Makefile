@@ -17,10 +17,10 @@ SEARCH_ARGS = --model $(MODEL) --data $(DATA) --engine $(ENGINE) --budget $(BUDG
 	--precision $(PRECISION) \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STUDY),--study $(STUDY))
 
-.PHONY: venv search test lint bench study report export clean distclean
+.PHONY: venv search test test-fast lint bench study report export clean distclean
 
 # Reinstalls only when the package metadata changes; fast no-op otherwise.
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -38,8 +38,14 @@ search: $(STAMP) $(if $(filter datasets/demo,$(DATA)),datasets/demo/raw)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Everything but the tests that train real models end to end (marked slow): under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# mypy reads its files and settings from pyproject.toml ([tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check tuning tests search_spaces
+	$(BIN)/python -m mypy
 
 # Figures for BENCHMARKS.md: the dataset pipeline on the posters (read in place, outputs in a temp folder),
 # then the engines' overheads on the demo data (PostgreSQL too when TUNING_TEST_POSTGRES names a server).
@@ -57,7 +63,7 @@ export: $(STAMP)
 	$(BIN)/tuning export --study $(STUDY)
 
 clean:
-	rm -rf runs build *.egg-info .pytest_cache .ruff_cache datasets/*/cache
+	rm -rf runs build *.egg-info .pytest_cache .ruff_cache .mypy_cache datasets/*/cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from tuning.train import TrialResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -140,3 +145,63 @@ def tiny_space(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
         return path
 
     return write
+
+
+class FakeTrain:
+    """Stands in for ``train_trial`` where the engines call it: no Keras, a result computed from the params.
+
+    ``score(params)`` is the final validation accuracy (highest near learning_rate 1e-3 and dropout 0.1, lower
+    with each repeat's seed), reached linearly over the epochs; ``fail`` and ``nan`` choose params that end
+    as a failed trial (with ``reason``) or with a NaN loss at epoch 1, as ``train_trial`` reports them.
+    Every call is kept in ``calls`` as (params, epochs, seed).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, Any], int, int]] = []
+        self.fail: Callable[[Mapping[str, Any]], bool] = lambda params: False
+        self.reason = "out of memory: fake"
+        self.nan: Callable[[Mapping[str, Any]], bool] = lambda params: False
+
+    @staticmethod
+    def score(params: Mapping[str, Any], seed: int = 0) -> float:
+        lr_term = abs(math.log10(float(params["learning_rate"])) + 3.0) / 4.0
+        dropout_term = abs(float(params.get("dropout", 0.0)) - 0.1)
+        return round(0.9 - lr_term - dropout_term - 0.01 * (seed % 7), 6)
+
+    def __call__(self, model_name: str, params: Mapping[str, Any], data: Any, space: Any, *, epochs: int, seed: int,
+                 hooks: Sequence[Callable[[int, Mapping[str, float]], bool]] = (), keep_model: bool = False
+                 ) -> TrialResult:
+        from tuning.train import TrialResult
+
+        params = dict(params)
+        self.calls.append((params, epochs, seed))
+        if self.fail(params):
+            return TrialResult(params, "failed", reason=self.reason, seconds=0.01)
+        history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+        final = self.score(params, seed)
+        for epoch in range(epochs):
+            if self.nan(params):
+                return TrialResult(params, "failed", history, 0.01, "loss became nan at epoch 1")
+            acc = final * (epoch + 1) / epochs
+            logs = {"loss": 2.0 - acc, "accuracy": acc, "val_loss": 2.0 - acc, "val_accuracy": acc}
+            for key, value in logs.items():
+                history[key].append(value)
+            if any(hook(epoch, logs) for hook in hooks):
+                return TrialResult(params, "pruned", history, 0.01 * (epoch + 1))
+        return TrialResult(params, "complete", history, 0.01 * epochs)
+
+
+@pytest.fixture
+def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTrain:
+    """Engines train with :class:`FakeTrain` instead of Keras (engine logic only: order, resume, failures)."""
+    fake = FakeTrain()
+    monkeypatch.setattr("tuning.engines._common.train_trial", fake)
+    return fake
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the trained ``finished_study`` (directly or through ``study_copy``) is slow by
+    construction: ``make test-fast`` (``-m "not slow"``) leaves it out without a marker on each one."""
+    for item in items:
+        if "finished_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -15,6 +15,9 @@ from click.testing import CliRunner
 from tuning.cli import cli
 from tuning.pipeline import SearchOutcome, SearchRequest, run_search
 
+#: Every test here trains tiny real models end to end (make test; left out of make test-fast).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def finished(

@@ -291,7 +291,7 @@ def _savedmodel_predictor(path: Path) -> Predictor:
     try:
         loaded = tf.saved_model.load(str(path))
         serve = loaded.signatures["serving_default"]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable SavedModel"
         raise ToolkitError(f"{path}: not a loadable SavedModel ({type(exc).__name__})") from None
     spec = next(iter(serve.structured_input_signature[1].values()))
     n_classes = int(next(iter(serve.structured_outputs.values())).shape[-1])
@@ -306,7 +306,7 @@ def _tflite_predictor(path: Path) -> Predictor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             interpreter = tf.lite.Interpreter(model_path=str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable TFLite file"
         raise ToolkitError(f"{path}: not a loadable TFLite model ({type(exc).__name__})") from None
     inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
@@ -328,7 +328,7 @@ def _onnx_predictor(path: Path) -> Predictor:
 
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable ONNX file"
         raise ToolkitError(f"{path}: not a loadable ONNX model ({type(exc).__name__})") from None
     inp = session.get_inputs()[0]
     dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32

@@ -62,7 +62,7 @@ class FakeApi:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming (N802 is not enabled)
                 api.handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -94,6 +94,7 @@ def test_fewer_than_two_classes_or_out_inside_source_are_one_line_errors(tmp_pat
         import_folder(src, src / "dataset")
 
 
+@pytest.mark.readonly
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders, so nothing would fail")
 def test_unwritable_out_is_a_one_line_error(source: Path, tmp_path: Path) -> None:
     locked = tmp_path / "locked"

@@ -174,6 +174,7 @@ def test_an_empty_class_folder_is_named(messy: Path) -> None:
         prepare(messy, size=16)
 
 
+@pytest.mark.readonly
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; covered by the test below")
 def test_read_only_dataset_says_to_use_a_writable_copy(messy: Path) -> None:
     messy.chmod(0o555)

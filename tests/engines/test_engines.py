@@ -18,6 +18,9 @@ from tuning.space import SearchSpace
 from tuning.study import StudyConfig, default_storage
 from tuning.train import TrialData
 
+#: Every test here trains tiny real models end to end (make test; left out of make test-fast).
+pytestmark = pytest.mark.slow
+
 STAGED_EXTRA = """
 [staged]
 order = ["learning_rate", "dropout"]

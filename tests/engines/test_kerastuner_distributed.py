@@ -9,8 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tuning.engines.optuna_engine import load_study
 from tuning.study import read_config
+
+#: Every test here trains tiny real models end to end (make test; left out of make test-fast).
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:

@@ -19,6 +19,7 @@ URL = os.environ.get("TUNING_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="TUNING_TEST_POSTGRES is not set (.ci/run starts a server)")
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgresql_finish_exactly_n_trials(
     tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -12,8 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tuning.pipeline import SearchRequest, run_search
 from tuning.study import read_config
+
+#: Every test here trains tiny real models end to end (make test; left out of make test-fast).
+pytestmark = pytest.mark.slow
 
 
 def _study(folder: Path) -> Any:

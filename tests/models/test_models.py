@@ -69,6 +69,7 @@ def test_builds_for_every_image_size(model: str, preset: str) -> None:
         assert net.output_shape == (None, N_CLASSES), size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, preset, size", TRAIN_CASES)
 def test_trains_one_step(model: str, preset: str, size: int) -> None:
     space = _space(model)
@@ -91,6 +92,7 @@ def test_train_cases_cover_every_preset_and_size() -> None:
         assert {size for _, _, size in cases} == set(space.params["image_size"].values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_trains_with_sgd_and_momentum(model: str) -> None:
     space = _space(model)
