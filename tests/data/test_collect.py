@@ -27,9 +27,18 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tuning.cli import cli
-from tuning.data.collect import CollectProgress, collect, parse_query
+from tuning.data.collect import (
+    Candidate,
+    CollectProgress,
+    _registry,
+    collect,
+    get_provider,
+    known_providers,
+    parse_query,
+    register_provider,
+)
 from tuning.data.manifest import build_manifest, read_manifest
-from tuning.errors import DataError
+from tuning.errors import DataError, UnknownNameError
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
@@ -307,6 +316,57 @@ def test_each_provider_collects_n_per_class_from_several_queries(api: FakeApi, t
     build_manifest(out)  # prepare's later pass keeps the provenance and the collector's descriptions
     again = {r["path"]: r for r in read_manifest(out)}
     assert all(again[r["path"]]["source_url"] == r["source_url"] and again[r["path"]]["group"] for r in rows)
+
+
+@pytest.mark.parametrize("name", known_providers())
+def test_every_registered_provider_runs_against_the_local_server(api: FakeApi, tmp_path: Path, name: str) -> None:
+    """timm-style smoke test: a provider registered without a local twin of its API fails here."""
+    api.add("cats", 3, prefix="cat")
+    api.add("dogs", 3, prefix="dog")
+    out = tmp_path / "ds"
+    key = KEY if get_provider(name).key_env else None
+    result = collect(out, ["Cat=cats", "Dog=dogs"], per_class=2, provider=name, endpoint=api.base, api_key=key,
+                     page_size=2, **FAST)
+    assert result.saved == {"Cat": 2, "Dog": 2} and result.skipped == [] and result.search_errors == []
+    rows = read_manifest(out)
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["source_url"].startswith(api.base + "/img/") for r in rows)
+    _assert_contained(tmp_path, out)
+
+
+def test_an_unknown_provider_is_an_error_listing_the_known_ones(tmp_path: Path) -> None:
+    known = ", ".join(sorted(known_providers()))
+    assert {"bing", "openverse", "wikimedia"} <= set(known_providers())
+    with pytest.raises(UnknownNameError) as info:
+        collect(tmp_path / "ds", ["A=x"], provider="flickr")
+    assert str(info.value) == f"unknown provider 'flickr'; known: {known}"
+    code, text = _cli("--out", str(tmp_path / "ds"), "--query", "A=x", "--provider", "flickr")
+    assert (code, text) == (1, f"Error: unknown provider 'flickr'; known: {known}\n")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_provider_declares_its_endpoint_and_key(api: FakeApi, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a provider needs is declared once: the CLI reads its key variable, collect checks both first."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))  # the registration ends with the test
+    keys: list[str | None] = []
+    api.add("cats", 2, prefix="cat")
+
+    @register_provider("tiny", page_size=5, key_env="TINY_KEY", no_endpoint="tiny has no public API")
+    def tiny(http: Any, base: str, text: str, size: int, key: str | None) -> Iterator[list[Candidate]]:
+        keys.append(key)
+        data = http.get_json(f"{base}/v1/images/", params={"q": text, "page": 1, "page_size": size})
+        yield [Candidate(r["url"], "CC0", "") for r in data["results"]]
+
+    assert "tiny" in known_providers() and get_provider("tiny").key_env == "TINY_KEY"
+    out = str(tmp_path / "ds")
+    code, text = _cli("--out", out, "--query", "Cat=cats", "--provider", "tiny")
+    assert (code, text) == (1, "Error: tiny needs --endpoint URL: tiny has no public API\n")
+    code, text = _cli("--out", out, "--query", "Cat=cats", "--provider", "tiny", "--endpoint", api.base)
+    assert (code, text) == (1, "Error: tiny needs an API key: set the TINY_KEY environment variable\n")
+    code, text = _cli("--out", out, "--query", "Cat=cats", "--provider", "tiny", "--endpoint", api.base,
+                      "--per-class", "2", env={"TINY_KEY": "k-123"})
+    assert code == 0, text
+    assert keys == ["k-123"] and len(read_manifest(Path(out))) == 2
 
 
 def test_results_running_out_is_a_shortfall_not_a_failure(api: FakeApi, tmp_path: Path) -> None:
