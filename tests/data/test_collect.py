@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import re
+import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +53,14 @@ def _image(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (24, 20)) -> by
     buf = io.BytesIO()
     img.save(buf, fmt)
     return buf.getvalue()
+
+
+def _bomb_png(width: int = 13_000, height: int = 13_000) -> bytes:
+    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` (IHDR patched, CRC fixed)."""
+    small = _image(1, "PNG", size=(8, 8))
+    assert small[12:16] == b"IHDR"  # signature (8), then the first chunk: length (4), type (4), data (13), CRC (4)
+    data = struct.pack(">II", width, height) + small[24:29]
+    return small[:16] + data + struct.pack(">I", zlib.crc32(b"IHDR" + data)) + small[33:]
 
 
 class FakeApi:
@@ -424,6 +434,27 @@ def test_every_fault_is_skipped_with_its_reason_or_retried(api: FakeApi, tmp_pat
     assert result.reasons()["too large"] == 2
     assert not list(tmp_path.rglob("*evil*"))
     _assert_contained(tmp_path, out)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding_and_not_counted(api: FakeApi, tmp_path: Path) -> None:
+    bomb = _bomb_png()
+    assert len(bomb) < 1000
+    with pytest.warns(Image.DecompressionBombWarning), Image.open(io.BytesIO(bomb)) as img:
+        assert img.size == (13_000, 13_000)  # 169 MP: plain Pillow only warns, and would decode it all
+    api.images["/img/bomb.png"] = (bomb, "image/png")
+    bomb_url = api.entry("posters", "/img/bomb.png")
+    good = api.add("posters", 3, prefix="poster")
+    out = tmp_path / "ds"
+    result = collect(out, ["Poster=posters"], per_class=3, provider="openverse", endpoint=api.base, workers=1, **FAST)
+    reason = "decompression bomb: over 150,000,000 pixels"
+    assert result.skipped == [(bomb_url, reason)] and result.reasons() == {"decompression bomb": 1}
+    assert result.saved == {"Poster": 3} and result.shortfall == {"Poster": 0}  # the bomb did not count
+    assert {r["source_url"] for r in read_manifest(out)} == set(good)
+    assert len(_files(out / "raw")) == 3
+    code, text = _cli("--out", str(tmp_path / "cli"), "--query", "Poster=posters", "--per-class", "3",
+                      "--endpoint", api.base, "--timeout", "0.5")
+    assert code == 0, text
+    assert re.search(r"Poster\s+3/3\n", text) and re.search(r"Skipped 1 image\(s\)\n\s+decompression bomb\s+1\n", text)
 
 
 def test_a_long_retry_after_is_capped(api: FakeApi, tmp_path: Path) -> None:

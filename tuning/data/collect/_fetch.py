@@ -19,9 +19,13 @@ from PIL import Image, UnidentifiedImageError
 from tuning import _io
 from tuning.data.collect._http import Http, RequestFailed
 from tuning.data.collect._registry import Candidate
+from tuning.data.images import MAX_PIXELS, ImageTooLarge, open_image
 from tuning.data.manifest import MANIFEST_COLUMNS, describe_file
 
+#: The skip reason for an image whose header declares more pixels than import and prepare would ever decode.
+BOMB = f"decompression bomb: over {MAX_PIXELS:,} pixels"
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+_OPEN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -62,19 +66,26 @@ def precheck(cand: Candidate, known: set[str], seen: set[str], secret: str | Non
 
 
 def decode(data: bytes) -> str:
-    """The file extension of a completely decodable raster image, or raise with the reason."""
+    """The file extension of a completely decodable raster image, or raise with the reason.
+
+    The same guarded ``open_image`` as import reads the header first, so an image declaring more than
+    ``MAX_PIXELS`` (a few KB that would decode to gigabytes; Pillow only warns up to twice its limit) is
+    refused before a single pixel is decoded.
+    """
     if not data:
         raise RequestFailed("empty body")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _OPEN_LOCK:  # open_image swaps the process's warning filters, which threads must not do at once
+            img = open_image(io.BytesIO(data))
+        with img:
             fmt = img.format or ""
             img.load()
             if img.width < 1 or img.height < 1:
                 raise RequestFailed("not an image: no pixels")
     except RequestFailed:
         raise
-    except Image.DecompressionBombError:
-        raise RequestFailed("not an image: too many pixels") from None
+    except (ImageTooLarge, Image.DecompressionBombError):  # the latter only if a decoder checks again
+        raise RequestFailed(BOMB) from None
     except UnidentifiedImageError:
         raise RequestFailed("not an image") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason to skip, never to crash
