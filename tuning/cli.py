@@ -192,8 +192,8 @@ def data_stats(dataset: Path, as_json: bool) -> None:
 @click.option("--query", "queries", multiple=True, required=True, metavar="CLASS=TEXT",
               help="A search for one class; repeat it (several per class are mixed).")
 @click.option("--per-class", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--provider", type=click.Choice(["bing", "openverse", "wikimedia"]), default="openverse",
-              show_default=True, help="bing needs --endpoint and the BING_SEARCH_KEY environment variable.")
+@click.option("--provider", default="openverse", show_default=True, metavar="NAME",
+              help="Search API: openverse, wikimedia, or bing (needs --endpoint and BING_SEARCH_KEY).")
 @click.option("--endpoint", default=None, help="API base URL [openverse and wikimedia: the public one].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds to connect or to wait for data.")
@@ -204,8 +204,9 @@ def data_stats(dataset: Path, as_json: bool) -> None:
 def data_collect(out: Path, queries: tuple[str, ...], per_class: int, provider: str, endpoint: str | None,
                  timeout: float, workers: int, max_bytes: int) -> None:
     """Download images for each --query CLASS=TEXT into OUT/raw/CLASS/, recording sources in OUT/manifest.csv."""
-    from tuning.data.collect import collect
+    from tuning.data.collect import collect, get_provider
 
+    spec = get_provider(provider)  # an unknown name is an error listing the known ones
     tty = sys.stdout.isatty()
 
     def show(p: Any) -> None:
@@ -213,7 +214,7 @@ def data_collect(out: Path, queries: tuple[str, ...], per_class: int, provider: 
             click.echo(f"\r  {p.label:<16} {p.saved:>6}/{p.target} saved, {p.skipped} skipped", nl=False)
 
     result = collect(out, list(queries), per_class=per_class, provider=provider, endpoint=endpoint,
-                     api_key=os.environ.get("BING_SEARCH_KEY") if provider == "bing" else None, timeout=timeout,
+                     api_key=os.environ.get(spec.key_env) if spec.key_env else None, timeout=timeout,
                      workers=workers, max_bytes=max_bytes, progress=show)
     click.echo(("\n" if tty else "") + f"Collected {sum(result.new.values())} new images from {provider} "
                f"into {out / 'raw'} in {result.seconds:.1f}s")

@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import re
+import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,9 +29,18 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tuning.cli import cli
-from tuning.data.collect import CollectProgress, collect, parse_query
+from tuning.data.collect import (
+    Candidate,
+    CollectProgress,
+    _registry,
+    collect,
+    get_provider,
+    known_providers,
+    parse_query,
+    register_provider,
+)
 from tuning.data.manifest import build_manifest, read_manifest
-from tuning.errors import DataError
+from tuning.errors import DataError, UnknownNameError
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
@@ -42,6 +53,14 @@ def _image(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (24, 20)) -> by
     buf = io.BytesIO()
     img.save(buf, fmt)
     return buf.getvalue()
+
+
+def _bomb_png(width: int = 13_000, height: int = 13_000) -> bytes:
+    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` (IHDR patched, CRC fixed)."""
+    small = _image(1, "PNG", size=(8, 8))
+    assert small[12:16] == b"IHDR"  # signature (8), then the first chunk: length (4), type (4), data (13), CRC (4)
+    data = struct.pack(">II", width, height) + small[24:29]
+    return small[:16] + data + struct.pack(">I", zlib.crc32(b"IHDR" + data)) + small[33:]
 
 
 class FakeApi:
@@ -309,6 +328,57 @@ def test_each_provider_collects_n_per_class_from_several_queries(api: FakeApi, t
     assert all(again[r["path"]]["source_url"] == r["source_url"] and again[r["path"]]["group"] for r in rows)
 
 
+@pytest.mark.parametrize("name", known_providers())
+def test_every_registered_provider_runs_against_the_local_server(api: FakeApi, tmp_path: Path, name: str) -> None:
+    """timm-style smoke test: a provider registered without a local twin of its API fails here."""
+    api.add("cats", 3, prefix="cat")
+    api.add("dogs", 3, prefix="dog")
+    out = tmp_path / "ds"
+    key = KEY if get_provider(name).key_env else None
+    result = collect(out, ["Cat=cats", "Dog=dogs"], per_class=2, provider=name, endpoint=api.base, api_key=key,
+                     page_size=2, **FAST)
+    assert result.saved == {"Cat": 2, "Dog": 2} and result.skipped == [] and result.search_errors == []
+    rows = read_manifest(out)
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["source_url"].startswith(api.base + "/img/") for r in rows)
+    _assert_contained(tmp_path, out)
+
+
+def test_an_unknown_provider_is_an_error_listing_the_known_ones(tmp_path: Path) -> None:
+    known = ", ".join(sorted(known_providers()))
+    assert {"bing", "openverse", "wikimedia"} <= set(known_providers())
+    with pytest.raises(UnknownNameError) as info:
+        collect(tmp_path / "ds", ["A=x"], provider="flickr")
+    assert str(info.value) == f"unknown provider 'flickr'; known: {known}"
+    code, text = _cli("--out", str(tmp_path / "ds"), "--query", "A=x", "--provider", "flickr")
+    assert (code, text) == (1, f"Error: unknown provider 'flickr'; known: {known}\n")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_provider_declares_its_endpoint_and_key(api: FakeApi, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a provider needs is declared once: the CLI reads its key variable, collect checks both first."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))  # the registration ends with the test
+    keys: list[str | None] = []
+    api.add("cats", 2, prefix="cat")
+
+    @register_provider("tiny", page_size=5, key_env="TINY_KEY", no_endpoint="tiny has no public API")
+    def tiny(http: Any, base: str, text: str, size: int, key: str | None) -> Iterator[list[Candidate]]:
+        keys.append(key)
+        data = http.get_json(f"{base}/v1/images/", params={"q": text, "page": 1, "page_size": size})
+        yield [Candidate(r["url"], "CC0", "") for r in data["results"]]
+
+    assert "tiny" in known_providers() and get_provider("tiny").key_env == "TINY_KEY"
+    out = str(tmp_path / "ds")
+    code, text = _cli("--out", out, "--query", "Cat=cats", "--provider", "tiny")
+    assert (code, text) == (1, "Error: tiny needs --endpoint URL: tiny has no public API\n")
+    code, text = _cli("--out", out, "--query", "Cat=cats", "--provider", "tiny", "--endpoint", api.base)
+    assert (code, text) == (1, "Error: tiny needs an API key: set the TINY_KEY environment variable\n")
+    code, text = _cli("--out", out, "--query", "Cat=cats", "--provider", "tiny", "--endpoint", api.base,
+                      "--per-class", "2", env={"TINY_KEY": "k-123"})
+    assert code == 0, text
+    assert keys == ["k-123"] and len(read_manifest(Path(out))) == 2
+
+
 def test_results_running_out_is_a_shortfall_not_a_failure(api: FakeApi, tmp_path: Path) -> None:
     api.add("rare thing", 2, prefix="rare")
     api.add("common thing", 3, prefix="common")
@@ -364,6 +434,27 @@ def test_every_fault_is_skipped_with_its_reason_or_retried(api: FakeApi, tmp_pat
     assert result.reasons()["too large"] == 2
     assert not list(tmp_path.rglob("*evil*"))
     _assert_contained(tmp_path, out)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding_and_not_counted(api: FakeApi, tmp_path: Path) -> None:
+    bomb = _bomb_png()
+    assert len(bomb) < 1000
+    with pytest.warns(Image.DecompressionBombWarning), Image.open(io.BytesIO(bomb)) as img:
+        assert img.size == (13_000, 13_000)  # 169 MP: plain Pillow only warns, and would decode it all
+    api.images["/img/bomb.png"] = (bomb, "image/png")
+    bomb_url = api.entry("posters", "/img/bomb.png")
+    good = api.add("posters", 3, prefix="poster")
+    out = tmp_path / "ds"
+    result = collect(out, ["Poster=posters"], per_class=3, provider="openverse", endpoint=api.base, workers=1, **FAST)
+    reason = "decompression bomb: over 150,000,000 pixels"
+    assert result.skipped == [(bomb_url, reason)] and result.reasons() == {"decompression bomb": 1}
+    assert result.saved == {"Poster": 3} and result.shortfall == {"Poster": 0}  # the bomb did not count
+    assert {r["source_url"] for r in read_manifest(out)} == set(good)
+    assert len(_files(out / "raw")) == 3
+    code, text = _cli("--out", str(tmp_path / "cli"), "--query", "Poster=posters", "--per-class", "3",
+                      "--endpoint", api.base, "--timeout", "0.5")
+    assert code == 0, text
+    assert re.search(r"Poster\s+3/3\n", text) and re.search(r"Skipped 1 image\(s\)\n\s+decompression bomb\s+1\n", text)
 
 
 def test_a_long_retry_after_is_capped(api: FakeApi, tmp_path: Path) -> None:
