@@ -1,22 +1,21 @@
-"""Export formats agree with the tested model; predict takes any image; bad model files are refused safely."""
+"""Export formats agree with the tested model, carry their model card, and refresh together."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from tuning.cli import cli
 from tuning.data.images import load_raw_rgb, load_rgb
 from tuning.errors import ToolkitError, UnknownNameError
-from tuning.export import ONNX_HINT, ExportResult, export_study, load_predictor, parse_formats, predict
+from tuning.export import ONNX_HINT, ExportResult, content_sha256, export_study, parse_formats
+from tuning.predict import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +92,9 @@ def test_model_card_describes_input_metrics_files_and_data(exported: tuple[Expor
     model_hash = hashlib.sha256((result.folder / "model.keras").read_bytes()).hexdigest()
     assert card["files"]["keras"] == {"path": "model.keras", "sha256": model_hash}
     assert set(card["files"]) == set(result.files)
+    saved = result.files["savedmodel"]  # a folder: its files in sorted order, names included
+    assert card["files"]["savedmodel"] == {"path": "savedmodel", "sha256": content_sha256(saved)}
+    assert content_sha256(saved) != content_sha256(result.files["keras"])
     md = (result.folder / "model_card.md").read_text()
     assert "95% Wilson CI" in md and manifest in md and "| learning_rate |" in md
 
@@ -109,96 +111,6 @@ def test_export_cli_lists_files_and_refuses_unknown_formats(exported: tuple[Expo
         parse_formats("")
     with pytest.raises(UnknownNameError):
         parse_formats(["keras", "h5"])
-
-
-def _odd_images(folder: Path) -> dict[str, Path]:
-    """Images of every awkward kind a user may hand to predict."""
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    out = {}
-
-    def save(name: str, image: Image.Image) -> None:
-        out[name] = folder / name
-        image.save(out[name])
-
-    save("gray.png", Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8), "L"))
-    save("rgba.png", Image.fromarray(rng.integers(0, 255, (30, 30, 4), dtype=np.uint8), "RGBA"))
-    save("tiny.png", Image.fromarray(np.array([[[200, 10, 10]]], dtype=np.uint8), "RGB"))
-    save("huge.jpg", Image.fromarray(rng.integers(0, 255, (1500, 4000, 3), dtype=np.uint8), "RGB"))
-    save("palette.gif", Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), "RGB").convert("P"))
-    save("cmyk.jpg", Image.fromarray(rng.integers(0, 255, (33, 17, 3), dtype=np.uint8), "RGB").convert("CMYK"))
-    save("deep.png", Image.fromarray(rng.integers(0, 65535, (24, 24), dtype=np.uint16)))
-    return out
-
-
-def test_predict_takes_any_size_or_mode_in_every_format(exported: tuple[ExportResult, Path], tmp_path: Path) -> None:
-    result, _ = exported
-    images = _odd_images(tmp_path / "odd")
-    by_format = {}
-    for fmt in [f for f in ("keras", "savedmodel", "tflite", "onnx") if f in result.files]:
-        rows = predict(result.files[fmt], [tmp_path / "odd"], top_k=3)
-        assert len(rows) == len(images) and not [r for r in rows if "error" in r], rows
-        assert all(r["top"][0]["class"] in ("Action", "Anime", "Romance") for r in rows)
-        assert all(abs(sum(r["probabilities"].values()) - 1.0) < 1e-4 for r in rows)
-        by_format[fmt] = np.array([list(r["probabilities"].values()) for r in rows])
-    for fmt, probs in by_format.items():
-        assert np.abs(probs - by_format["keras"]).max() < 1e-4, fmt
-
-
-def test_predict_cli_json_and_csv(exported: tuple[ExportResult, Path], tmp_path: Path) -> None:
-    result, _ = exported
-    images = _odd_images(tmp_path / "odd")
-    (tmp_path / "odd" / "broken.png").write_bytes(b"\x89PNG not really")
-    out = tmp_path / "out.csv"
-    run = CliRunner().invoke(cli, ["predict", str(result.model), str(images["gray.png"]), str(tmp_path / "odd"),
-                                   "--json", "--csv", str(out)])
-    assert run.exit_code == 0, run.output
-    rows = json.loads(run.output)
-    assert len(rows) == 1 + len(images) + 1
-    with open(out, newline="") as fh:
-        table = list(csv.DictReader(fh))
-    assert list(table[0]) == ["file", "predicted", "probability", "p_Action", "p_Anime", "p_Romance", "error"]
-    assert len(table) == len(rows) and [r for r in table if r["error"]][0]["file"].endswith("broken.png")
-
-
-def test_random_bytes_are_not_a_model(tmp_path: Path) -> None:
-    bad = tmp_path / "model.keras"
-    bad.write_bytes(np.random.default_rng(0).bytes(2048))
-    run = CliRunner().invoke(cli, ["predict", str(bad), str(tmp_path)])
-    assert run.exit_code == 1 and run.output.count("\n") == 1
-    assert run.output.startswith(f"Error: {bad}: not a loadable .keras model")
-    with pytest.raises(ToolkitError, match="no such model file"):
-        load_predictor(tmp_path / "missing.keras")
-    with pytest.raises(ToolkitError, match="not a SavedModel folder"):
-        load_predictor(tmp_path)
-
-
-def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path: Path) -> None:
-    """Keras stores a Lambda's Python bytecode; safe mode must refuse it before anything runs."""
-    import keras
-
-    marker = tmp_path / "ran.txt"
-
-    target = str(marker)  # a plain string travels inside the saved bytecode's closure
-    payload = keras.layers.Lambda(lambda x: x if open(target, "w").write("code ran") else x)
-    model = keras.Sequential([keras.Input((4,)), payload, keras.layers.Dense(2)])
-    path = tmp_path / "evil.keras"
-    model.save(path)
-    marker.unlink()
-    run = CliRunner().invoke(cli, ["predict", str(path), str(tmp_path)])
-    assert run.exit_code == 1 and run.output.count("\n") == 1 and "not a loadable .keras model" in run.output
-    assert "Lambda" in run.output and not marker.exists()
-
-
-def test_a_foreign_class_in_the_config_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "foreign.keras"
-    config = {"module": "os", "class_name": "system", "config": {"command": "touch pwned"}, "registered_name": None}
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("config.json", json.dumps(config))
-        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.0"}))
-    with pytest.raises(ToolkitError, match="not a loadable .keras model"):
-        load_predictor(path)
-    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
 
 
 def test_a_later_export_refreshes_every_format_already_there(exported: tuple[ExportResult, Path]) -> None:

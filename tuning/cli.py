@@ -496,22 +496,42 @@ def export(study: str, formats: str) -> None:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
-@click.option("--csv", "csv_file", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
+@click.option("--csv", "csv_file", type=click.Path(path_type=Path), default=None,
+              help="Write the rows to this CSV file and print only a one-line summary.")
+@click.option("--safe/--no-safe", default=True, show_default=True,
+              help="Refuse a SavedModel that its model_card.json's sha256 does not vouch for (a SavedModel runs "
+                   "whatever ops it holds); --no-safe runs it after a warning. .keras files always load in Keras "
+                   "safe mode.")
 @handle_errors
-def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None) -> None:
+def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None,
+            safe: bool) -> None:
     """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel, .tflite or .onnx)."""
+    from tuning.predict import check_csv_target
+
+    if csv_file is not None:
+        if as_json:
+            raise ToolkitError("--json and --csv cannot be used together: --csv writes the rows to a file, "
+                               "--json prints them")
+        check_csv_target(csv_file)
     runtime.load_tensorflow()
     from tuning import _io
-    from tuning.export import predict as run_predict
-    from tuning.export import predictions_table
+    from tuning.predict import predict as run_predict
+    from tuning.predict import predictions_table
 
-    rows = run_predict(model, list(images), top_k=top_k)
+    result = run_predict(model, list(images), top_k=top_k, safe=safe)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if csv_file is not None:
-        _io.write_text(csv_file, predictions_table(rows))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _io.write_text(csv_file, predictions_table(result.rows))
+        skipped = result.skipped()
+        reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+        click.echo(f"Wrote {result.predicted} prediction(s) to {csv_file}; skipped {sum(skipped.values())} "
+                   f"file(s){f' ({reasons})' if reasons else ''}")
         return
-    for row in rows:
+    if as_json:
+        click.echo(json.dumps(result.rows, indent=2))
+        return
+    for row in result.rows:
         if "error" in row:
             click.echo(f"{row['file']}\tskipped: {row['error']}")
         else:

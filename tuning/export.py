@@ -3,29 +3,25 @@
 Every artefact takes raw RGB uint8 images of any height and width and returns class probabilities: resizing
 and scaling are inside. The resize is ``tuning.resize.ResizeRGB``, the very op that made the dataset cache,
 so a shipped model fed the original test files answers exactly as the tested model did on the prepared
-test split (tests hold every format to that). ``tuning predict`` only decodes files (EXIF rotation, alpha on
-white, any mode to RGB) and hands over the full-size pixels.
+test split (tests hold every format to that). Running a shipped file on images is ``tuning.predict``; the
+model card written here carries each artefact's sha256, which is how predict tells a SavedModel this toolkit
+wrote (SavedModels are programs, see ``tuning.predict``) from any other.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
-import io
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tuning import _io
-from tuning.data.images import IMAGE_SUFFIXES, load_raw_rgb
 from tuning.errors import StudyError, ToolkitError, UnknownNameError
 from tuning.evaluate import save_model
 from tuning.study import package_versions, read_config, study_paths
@@ -37,7 +33,8 @@ ONNX_HINT = ("ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx onnxr
 PREPROCESSING = ("Inside the model: antialiased bilinear resize to size x size (tuning.resize.ResizeRGB, the op "
                  "that prepared the training and test images), rounded to whole values, then scaled to [0, 1]. "
                  "Outside: decode upright (EXIF orientation), transparency flattened onto white, any mode to RGB "
-                 "(tuning.data.images.load_raw_rgb; 'tuning predict' does this). The .keras file needs the "
+                 "(tuning.data.images; 'tuning predict' does this, decoding large images at reduced scale but never "
+                 "below twice the input side). The .keras file needs the "
                  "tuning package installed to load (its resize layer); SavedModel and TFLite need nothing.")
 
 
@@ -160,7 +157,12 @@ def _replace_dir(src: Path, dest: Path) -> Path:
     return dest
 
 
-def _sha256(path: Path) -> str:
+def content_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files in sorted order with their relative names.
+
+    The card records it for every artefact; ``tuning predict`` recomputes it for a SavedModel, whose graph may
+    hold any TensorFlow op (file reads and writes too), to know the folder is the one this toolkit wrote.
+    """
     if path.is_dir():
         digest = hashlib.sha256()
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -186,7 +188,7 @@ def _card(config: Any, metrics: dict[str, Any], result: ExportResult, folder: Pa
         "params": metrics["params"],
         "trained": {"fit_on": metrics.get("fit_on", "train"), "epochs": metrics.get("epochs_trained"),
                     "seed": metrics.get("seed", config.seed), "split_sizes": metrics.get("split_sizes")},
-        "files": {fmt: {"path": path.name, "sha256": _sha256(path)} for fmt, path in result.files.items()},
+        "files": {fmt: {"path": path.name, "sha256": content_sha256(path)} for fmt, path in result.files.items()},
         "not_exported": result.skipped,
         "dataset": config.dataset,
         "dataset_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else "",
@@ -236,164 +238,3 @@ def load_model(path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable model file"
         reason = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ToolkitError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {reason})") from None
-
-
-@dataclass
-class Predictor:
-    """One way to run a model file: decoded RGB uint8 images of any size in, probabilities out."""
-
-    batch: Callable[[np.ndarray], np.ndarray]  # one (n, height, width, 3) stack in, (n, classes) out
-    size: int | None  # None: the model resizes inside (exported); else it wants size x size (final/model.keras)
-    n_classes: int
-    format: str
-
-    def run(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities per image; images of one shape go through together, 32 at a time."""
-        if self.size is not None:
-            from tuning.resize import resize_rgb
-
-            images = [resize_rgb(im, self.size) for im in images]
-        out = np.zeros((len(images), self.n_classes), dtype=np.float32)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(i)
-        for idx in by_shape.values():
-            for at in range(0, len(idx), 32):
-                chunk = idx[at : at + 32]
-                out[chunk] = self.batch(np.stack([images[i] for i in chunk]))
-        return out
-
-
-def _fixed_size(shape: Sequence[Any]) -> int | None:
-    return None if shape[1] is None or int(shape[1]) < 0 else int(shape[1])
-
-
-def load_predictor(path: Path) -> Predictor:
-    """A ``.keras`` file, a SavedModel folder or a ``.tflite`` file, each behind the same call."""
-    path = Path(path)
-    if path.is_dir():
-        return _savedmodel_predictor(path)
-    if path.suffix.lower() == ".tflite":
-        return _tflite_predictor(path)
-    if path.suffix.lower() == ".onnx":
-        return _onnx_predictor(path)
-    model = load_model(path)
-    dtype = str(model.inputs[0].dtype)
-    return Predictor(lambda x: np.asarray(model.predict_on_batch(x.astype(dtype))),
-                     _fixed_size(model.input_shape), int(model.output_shape[-1]), "keras")
-
-
-def _savedmodel_predictor(path: Path) -> Predictor:
-    import tensorflow as tf
-
-    if not (path / "saved_model.pb").exists():
-        raise ToolkitError(f"{path}: not a SavedModel folder (no saved_model.pb)")
-    try:
-        loaded = tf.saved_model.load(str(path))
-        serve = loaded.signatures["serving_default"]
-    except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable SavedModel"
-        raise ToolkitError(f"{path}: not a loadable SavedModel ({type(exc).__name__})") from None
-    spec = next(iter(serve.structured_input_signature[1].values()))
-    n_classes = int(next(iter(serve.structured_outputs.values())).shape[-1])
-    return Predictor(lambda x: next(iter(serve(tf.constant(x, dtype=spec.dtype)).values())).numpy(),
-                     _fixed_size(spec.shape.as_list()), n_classes, "savedmodel")
-
-
-def _tflite_predictor(path: Path) -> Predictor:
-    import tensorflow as tf
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
-    except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable TFLite file"
-        raise ToolkitError(f"{path}: not a loadable TFLite model ({type(exc).__name__})") from None
-    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def batch(x: np.ndarray) -> np.ndarray:
-        interpreter.resize_tensor_input(inp["index"], list(x.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        interpreter.invoke()
-        return np.array(interpreter.get_tensor(outp["index"]))
-
-    return Predictor(batch, _fixed_size(list(inp["shape_signature"])), int(outp["shape"][-1]), "tflite")
-
-
-def _onnx_predictor(path: Path) -> Predictor:
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise ToolkitError(f"{path}: predicting with ONNX needs onnxruntime: pip install onnxruntime (or use "
-                           "the .keras, SavedModel or .tflite file)")
-    import onnxruntime
-
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - every loader failure means "not a usable ONNX file"
-        raise ToolkitError(f"{path}: not a loadable ONNX model ({type(exc).__name__})") from None
-    inp = session.get_inputs()[0]
-    dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
-    return Predictor(lambda x: session.run(None, {inp.name: x.astype(dtype)})[0],
-                     inp.shape[1] if isinstance(inp.shape[1], int) else None,
-                     int(session.get_outputs()[0].shape[-1]), "onnx")
-
-
-def _classes_for(model_path: Path, n: int) -> list[str]:
-    model_path = Path(model_path)
-    for folder in (model_path.parent, model_path.parent.parent):
-        card = folder / "model_card.json"
-        if card.exists():
-            classes = list(_io.read_json(card).get("classes", []))
-            if len(classes) == n:
-                return classes
-    return [str(i) for i in range(n)]
-
-
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images."""
-    out: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            out.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise ToolkitError(f"{path}: no such file or folder")
-    return out
-
-
-def predict(model_path: Path, inputs: list[Path], *, top_k: int = 1) -> list[dict[str, Any]]:
-    """Top-k classes per image (any size or mode); unreadable images come back with an ``error``."""
-    predictor = load_predictor(model_path)
-    classes = _classes_for(model_path, predictor.n_classes)
-    files = expand_inputs(inputs)
-    rows: list[dict[str, Any]] = []
-    arrays, ok = [], []
-    for path in files:
-        try:
-            arrays.append(load_raw_rgb(path))
-            ok.append(path)
-        except Exception as exc:  # noqa: BLE001 - report the file, go on with the others
-            rows.append({"file": str(path), "error": (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__})
-    if arrays:
-        probs = predictor.run(arrays)
-        for path, p in zip(ok, probs):
-            order = np.argsort(-p)[: max(1, top_k)]
-            rows.append({"file": str(path), "top": [{"class": classes[i], "probability": float(p[i])} for i in order],
-                         "probabilities": {c: float(v) for c, v in zip(classes, p)}})
-    return rows
-
-
-def predictions_table(rows: list[dict[str, Any]]) -> str:
-    """``predict``'s rows as CSV: file, predicted, its probability, every class probability, error."""
-    classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "predicted", "probability", *(f"p_{c}" for c in classes), "error"])
-    for r in rows:
-        if "error" in r:
-            writer.writerow([r["file"], "", "", *([""] * len(classes)), r["error"]])
-        else:
-            top = r["top"][0]
-            writer.writerow([r["file"], top["class"], f"{top['probability']:.6f}",
-                             *(f"{r['probabilities'][c]:.6f}" for c in classes), ""])
-    return buf.getvalue()
