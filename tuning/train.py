@@ -17,8 +17,9 @@ import numpy as np
 
 from tuning.data.prepare import Prepared, load_prepared
 from tuning.data.splits import TEST, TRAIN, VAL, assign_splits
+from tuning.errors import UnknownNameError
 from tuning.models import build_model
-from tuning.space import SearchSpace
+from tuning.space import OPTIMIZERS, SearchSpace
 
 #: Called after each epoch with (epoch index, logs); returning True stops the trial as pruned.
 EpochHook = Callable[[int, Mapping[str, float]], bool]
@@ -102,13 +103,21 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, 
 
 
 def compile_model(model: Any, params: Mapping[str, Any]) -> None:
-    """Adam (the study's) or SGD with momentum, and categorical cross-entropy."""
+    """Adam (the study's) or SGD with momentum, and categorical cross-entropy.
+
+    Builds exactly the names in ``tuning.space.OPTIMIZERS`` (what a declaration may ask for); any other name
+    is an error, never a silent fallback that would train one optimiser and record another.
+    """
     import keras
 
-    if params["optimizer"] == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=params["learning_rate"], momentum=params["momentum"])
+    name = params["optimizer"]
+    if name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=float(params["learning_rate"]),
+                                         momentum=float(params["momentum"]))
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=float(params["learning_rate"]))
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
+        raise UnknownNameError("optimizer", str(name), OPTIMIZERS)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
 
