@@ -36,6 +36,8 @@ class TrialResult:
     reason: str = ""
     model: Any = None
     precision: str = "float32"  # the dtype policy it trained under
+    #: The study's objective: it decides which epoch is "best" (highest val_accuracy, lowest val_loss).
+    objective_name: str = "val_accuracy"
 
     @property
     def epochs(self) -> int:
@@ -43,14 +45,17 @@ class TrialResult:
 
     @property
     def best_epoch(self) -> int:
-        """Index of the epoch with the highest validation accuracy (-1 when none finished)."""
-        acc = self.history.get("val_accuracy", [])
-        return int(np.nanargmax(acc)) if acc and not np.all(np.isnan(acc)) else -1
+        """Index of the epoch best by the objective, the one whose weights a kept model has (-1: none)."""
+        values = self.history.get(self.objective_name, [])
+        if not values or np.all(np.isnan(values)):
+            return -1
+        return int(np.nanargmin(values) if self.objective_name == "val_loss" else np.nanargmax(values))
 
     @property
     def val_accuracy(self) -> float:
-        """The best validation accuracy over the epochs (NaN when no epoch finished)."""
-        return float(self.history["val_accuracy"][self.best_epoch]) if self.best_epoch >= 0 else math.nan
+        """The validation accuracy of the best epoch (NaN when no epoch finished)."""
+        acc = self.history.get("val_accuracy", [])
+        return float(acc[self.best_epoch]) if 0 <= self.best_epoch < len(acc) else math.nan
 
     def objective(self, name: str) -> float:
         """``val_accuracy`` (its best epoch) or ``val_loss`` (its lowest epoch); NaN when none finished."""
@@ -137,11 +142,12 @@ def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
     return _Hook()
 
 
-def _best_weights_callback() -> Any:
+def _best_weights_callback(objective: str) -> Any:
+    """Keeps the weights of the epoch the objective rates best, the same epoch ``TrialResult.best_epoch`` names."""
     import keras
 
-    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10**9,
-                                         restore_best_weights=True)
+    return keras.callbacks.EarlyStopping(monitor=objective, mode="min" if objective == "val_loss" else "max",
+                                         patience=10**9, restore_best_weights=True)
 
 
 def train_trial(
@@ -154,11 +160,12 @@ def train_trial(
     seed: int,
     hooks: Sequence[EpochHook] = (),
     keep_model: bool = False,
+    objective: str = "val_accuracy",
 ) -> TrialResult:
     """Train ``model_name`` with ``params`` on the trial's train split, validating every epoch.
 
     A NaN/inf loss or running out of memory ends the trial as failed with its reason; the caller's study
-    goes on. With ``keep_model`` the weights of the best validation epoch are restored and returned.
+    goes on. With ``keep_model`` the weights of the epoch best by ``objective`` are restored and returned.
     """
     import keras
 
@@ -173,7 +180,7 @@ def train_trial(
     state: dict[str, Any] = {}
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
     if keep_model:
-        callbacks.append(_best_weights_callback())
+        callbacks.append(_best_weights_callback(objective))
     start = time.perf_counter()
     model = None
     try:
@@ -181,7 +188,8 @@ def train_trial(
             model = build_model(model_name, {**params, "augmentation": space.augmentation(str(params["augmentation"]))},
                                 (size, size, 3), n_classes)
         except ValueError as exc:  # e.g. an input too small for the pooling layers
-            return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}")
+            return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}",
+                               objective_name=objective)
         compile_model(model, params)
         batch = int(params["batch_size"])
         history = model.fit(
@@ -192,12 +200,12 @@ def train_trial(
         ).history
     except (MemoryError, _resource_exhausted()) as exc:
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, objective_name=objective)
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     seconds = time.perf_counter() - start
     status = "failed" if "failed" in state else "pruned" if state.get("pruned") else "complete"
     result = TrialResult(params, status, history, seconds, state.get("failed", ""),
-                         model if keep_model and status == "complete" else None, policy.name)
+                         model if keep_model and status == "complete" else None, policy.name, objective)
     del model
     return result
 
