@@ -17,7 +17,7 @@ import numpy as np
 
 from tuning.data.prepare import Prepared, load_prepared
 from tuning.data.splits import TEST, TRAIN, VAL, assign_splits
-from tuning.errors import UnknownNameError
+from tuning.errors import DataError, UnknownNameError
 from tuning.models import build_model
 from tuning.space import OPTIMIZERS, SearchSpace
 
@@ -94,6 +94,39 @@ class TrialData:
         codes = assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction)
         return {name: (data.x[codes == c], data.y[codes == c], data.ids[codes == c])
                 for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+
+
+def searched_splits(space: SearchSpace) -> tuple[str, ...]:
+    """Every split scheme a study over ``space`` can train with: the base one and, when searched, the axis."""
+    schemes = [str(space.base["split"])]
+    if "split" in space.search:
+        schemes += [str(s) for s in space.params["split"].grid_values() if str(s) not in schemes]
+    return tuple(schemes)
+
+
+def check_trainable(data: TrialData, space: SearchSpace) -> None:
+    """Refuse, before the first trial, a dataset some split leaves without a class in train, val or test.
+
+    An empty training split crashes TensorFlow, a class absent from training ships a model that never saw it
+    (``--balance weights`` keeps training going), and an empty validation split makes every trial "complete"
+    with a NaN objective; so every split scheme the study can use is checked here, on the base image size
+    (a split depends on the images' labels and duplicate groups, not on their size).
+    """
+    arrays = data.arrays(int(space.base["image_size"]))
+    for scheme in searched_splits(space):
+        codes = assign_splits(arrays.y, arrays.groups, scheme, seed=data.seed, test_fraction=data.test_fraction)
+        for label, name in enumerate(arrays.classes):
+            mine = codes[arrays.y == label]
+            counts = {split: int(np.sum(mine == code)) for split, code in (("train", TRAIN), ("val", VAL),
+                                                                           ("test", TEST))}
+            empty = [split for split, n in counts.items() if n == 0]
+            if empty:
+                shown = ", ".join(f"{split} {n}" for split, n in counts.items())
+                raise DataError(
+                    f"{data.dataset}: class '{name}' has no image in {' or '.join(empty)} with split {scheme} "
+                    f"({shown} of its {len(mine)} prepared images); add images to raw/{name}/ or search a split "
+                    "with larger shares (every class needs at least one image in train, val and test)"
+                )
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None) -> Any:
