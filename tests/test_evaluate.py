@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ from click.testing import CliRunner
 
 from tuning.cli import cli
 from tuning.errors import StudyError, UnknownNameError
-from tuning.evaluate import best_epoch_count, best_trial, retrain_study
-from tuning.study import read_config
+from tuning.evaluate import best_epoch_count, best_trial, retrain_and_test, retrain_study
+from tuning.space import SearchSpace
+from tuning.study import StudyConfig, read_config
+from tuning.train import TrialData
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,38 @@ def test_best_epoch_count_follows_the_objective() -> None:
     assert best_epoch_count(history, "val_accuracy") == 2
     assert best_epoch_count(history, "val_loss") == 3
     assert best_epoch_count({}, "val_accuracy") == 0
+
+
+def test_retraining_keeps_the_epoch_best_by_the_studys_objective(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Under ``--objective val_loss`` the kept weights (and the reported best epoch) are those of the lowest
+    validation loss, not of the highest validation accuracy: checked on a real four-epoch retraining whose two
+    choices differ, by evaluating the shipped model on the validation split."""
+    import keras
+
+    space = SearchSpace.from_toml(tiny_space("alexnet"))
+    config = StudyConfig(name="loss", model="alexnet", dataset=str(tiny_dataset), engine="optuna", sampler="tpe",
+                         pruner="none", budget="quick", trials=1, epochs=4, seed=0, storage="journal:unused",
+                         space=space.to_dict(), objective="val_loss")
+    data = TrialData(tiny_dataset, seed=0, test_fraction=space.test_fraction())
+    params = space.resolve({})
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # the loss recomputed below must match the logged one closely
+    try:
+        m = retrain_and_test(config, space, data, params, tmp_path / "study")
+    finally:
+        keras.config.set_dtype_policy(policy)
+    history = m["history"]
+    lowest = int(np.argmin(history["val_loss"]))
+    assert lowest != int(np.argmax(history["val_accuracy"]))  # the two objectives disagree on this run
+    assert m["best_epoch"] == lowest + 1
+    assert m["val_accuracy"] == pytest.approx(history["val_accuracy"][lowest])
+    x, y, _ = data.split(32, str(params["split"]))["val"]
+    shipped = keras.models.load_model(tmp_path / "study" / "final" / "model.keras")
+    probs = np.asarray(shipped.predict(x, verbose=0), dtype=np.float64)
+    loss = float(np.mean(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
+    assert loss == pytest.approx(history["val_loss"][lowest], abs=1e-3)
 
 
 def test_retrain_cli_on_train_plus_val_with_two_seeds(study: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,98 @@ BAD = [
     pytest.param(_edit('[params.split]', '[params.split'),
                  ["not valid TOML", "line"], id="not-toml"),
 ]
+
+
+#: Values the trainer or the models cannot use, wherever they enter: base values, parameter ranges, choice
+#: values, grids and budget overrides. Each is refused on load with one message shape.
+BAD_VALUES = [
+    pytest.param(_edit('values = ["adam", "sgd"]', 'values = ["adam", "rmsprop"]').replace(
+        'optimizer = "adam"', 'optimizer = "rmsprop"'),
+                 "params.optimizer.values: 'rmsprop'", "optimizer must be one of adam, sgd", id="optimizer-rmsprop"),
+    pytest.param(_edit("low = 1e-6\nhigh = 1e-2\nlog = true\ngrid = [1e-2, 1e-4]",
+                       "low = -1e-3\nhigh = 1e-2\ngrid = [1e-2, 1e-4]"),
+                 "params.learning_rate.low: -0.001", "learning_rate must be a number > 0", id="lr-negative-low"),
+    pytest.param(_edit("low = 1e-6\nhigh = 1e-2\nlog = true\ngrid = [1e-2, 1e-4]",
+                       "low = 0.0\nhigh = 1e-2\ngrid = [1e-2, 1e-4]"),
+                 "params.learning_rate.low: 0.0", "learning_rate must be a number > 0", id="lr-zero"),
+    pytest.param(_edit("low = 0.0\nhigh = 0.5\nstep = 0.1", "low = 0.0\nhigh = 1.0\nstep = 0.1"),
+                 "params.dropout.high: 1.0", "dropout must be a number in [0, 1)", id="dropout-one"),
+    pytest.param(_edit("low = 0.0\nhigh = 0.5\nstep = 0.1", "low = -0.1\nhigh = 0.5\nstep = 0.1"),
+                 "params.dropout.low: -0.1", "dropout must be a number in [0, 1)", id="dropout-negative"),
+    pytest.param(_edit("low = 0.0\nhigh = 0.99\n", "low = 0.0\nhigh = 1.5\n"),
+                 "params.momentum.high: 1.5", "momentum must be a number in [0, 1]", id="momentum-above-one"),
+    pytest.param(_edit("values = [64]", "values = [0, 64]"),
+                 "params.image_size.values: 0", "image_size must be an integer >= 1", id="image-size-zero"),
+    pytest.param(_edit("values = [64]", "values = [64.5]").replace("image_size = 64", "image_size = 64.5"),
+                 "params.image_size.values: 64.5", "image_size must be an integer >= 1", id="image-size-float"),
+    pytest.param(_edit("values = [32]", "values = [0]").replace("batch_size = 32", "batch_size = 0"),
+                 "params.batch_size.values: 0", "batch_size must be an integer >= 1", id="batch-size-zero"),
+    pytest.param(_edit("values = [0.25]", "values = [0.0]").replace("width = 0.25", "width = 0.0"),
+                 "params.width.values: 0.0", "width must be a number > 0", id="width-zero"),
+    pytest.param(_edit("low = 16\nhigh = 128", "low = 0\nhigh = 128"),
+                 "params.dense_units.low: 0", "dense_units must be an integer >= 1", id="dense-units-zero"),
+    pytest.param(_edit('[params.dense_units]\ntype = "int"', '[params.dense_units]\ntype = "float"'),
+                 "params.dense_units.type: 'float'", "dense_units must be an integer >= 1", id="dense-units-float"),
+    pytest.param(_edit("epochs = 2\n", "epochs = 0\n"),
+                 "base.epochs: 0", "epochs must be an integer >= 1", id="epochs-zero"),
+    pytest.param(_edit("epochs = 2\n", "epochs = 2.5\n"),
+                 "base.epochs: 2.5", "epochs must be an integer >= 1", id="epochs-float"),
+    pytest.param(VALID + "\n[budgets.quick]\ntrials = 2\nepochs = 0\nfixed = {}\n",
+                 "budgets.quick.epochs: 0", "epochs must be an integer >= 1", id="budget-epochs-zero"),
+    pytest.param(VALID + "\n[budgets.quick]\ntrials = 2\nepochs = 1\nfixed = { image_size = 0 }\n",
+                 "budgets.quick.fixed.image_size: 0", "image_size must be an integer >= 1", id="budget-fixed-size"),
+    pytest.param(_edit("grid = [1e-2, 1e-4]", "grid = [-1.0]").replace(
+        "low = 1e-6\nhigh = 1e-2\nlog = true", "low = -1.0\nhigh = 1e-2"),
+                 "params.learning_rate.low: -1.0", "learning_rate must be a number > 0", id="lr-grid-negative"),
+]
+
+
+@pytest.mark.parametrize("text, where, rule", BAD_VALUES)
+def test_values_the_trainer_cannot_use_are_refused_on_load(tmp_path: Path, text: str, where: str,
+                                                           rule: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpaceError) as info:
+        SearchSpace.from_toml(path)
+    assert str(info.value) == f"{path}: {where} is not a legal value; {rule}"
+
+
+@pytest.mark.parametrize("key, value", [("learning_rate", -1e-3), ("optimizer", "rmsprop"), ("batch_size", 0),
+                                        ("image_size", 0), ("dropout", 1.0), ("epochs", 0)])
+def test_base_overrides_are_checked_like_the_file(key: str, value: Any) -> None:
+    """``with_base`` (a budget's pins, ``--epochs``) meets the same constraints; a bare Choice of 0 cannot
+    slip in because the override names the key it breaks."""
+    space = SearchSpace.from_dict(tomllib.loads(VALID))
+    with pytest.raises(SpaceError, match=f"^{key}: {re.escape(repr(value))} is not a legal value; {key} must be"):
+        space.with_base({key: value})
+
+
+#: Shapes TOML allows where a table or a list was meant; each gets a SpaceError naming the key, not a traceback.
+BAD_SHAPES = [
+    pytest.param(_edit('when = { optimizer = ["sgd"] }', 'when = "sgd"'),
+                 ["params.momentum.when: must be a table", "optimizer"], id="when-string"),
+    pytest.param(VALID.replace("[params.batch_size]", "[params]\nx = 5\n\n[params.batch_size]"),
+                 ["params.x: must be a table, but got 5"], id="param-not-table"),
+    pytest.param(_edit("[augmentation.small]\nshift = 0.05", "[augmentation]\nsmall = 0.05"),
+                 ["augmentation.small: must be a table"], id="preset-not-table"),
+    pytest.param(VALID + '\n[search]\nparams = "learning_rate"\n',
+                 ["search.params: must be a list of parameter names"], id="search-params-string"),
+    pytest.param(VALID + "\n[budgets]\nquick = 3\n", ["budgets.quick: must be a table"], id="budget-not-table"),
+    pytest.param(_edit("low = 0.0\nhigh = 0.5", 'low = "0"\nhigh = 0.5'),
+                 ["params.dropout.low: must be a number, but got '0'"], id="low-string"),
+    pytest.param(_edit("log = true\n", 'log = "yes"\n'),
+                 ["params.learning_rate.log: must be true or false"], id="log-string"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BAD_SHAPES)
+def test_wrong_toml_shapes_name_the_key(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpaceError) as info:
+        SearchSpace.from_toml(path)
+    for part in expected:
+        assert str(info.value).startswith(f"{path}: ") and part in str(info.value), str(info.value)
 
 
 def test_minimal_space_is_valid(tmp_path: Path) -> None:

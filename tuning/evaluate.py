@@ -95,7 +95,8 @@ def retrain_and_test(
 ) -> dict[str, Any]:
     """Train ``params`` from scratch with ``seeds`` seeds, test each once, keep the first seed's model.
 
-    ``fit_on="train"`` keeps the weights of the best validation epoch; ``"train+val"`` has no validation set,
+    ``fit_on="train"`` keeps the weights of the validation epoch best by the study's objective (lowest
+    ``val_loss`` under ``--objective val_loss``); ``"train+val"`` has no validation set,
     so it trains for ``epochs`` (the best trial's best epoch count) and keeps the last weights. Several seeds
     show how much the test accuracy owes to the seed; the shipped model is always seed ``config.seed``.
     Writes ``final/model.keras``, ``metrics.json``, ``architecture.json`` and ``predictions.csv``.
@@ -115,7 +116,7 @@ def retrain_and_test(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(ran out of data|conditioned on metric).*")
             result = train_trial(config.model, params, view, space, epochs=n_epochs, seed=config.seed + k,
-                                 hooks=hooks or (), keep_model=True)
+                                 hooks=hooks or (), keep_model=True, objective=config.objective)
         if result.status != "complete":
             raise StudyError(f"retraining the best configuration (seed {config.seed + k}) {result.status}: "
                              f"{result.reason}")

@@ -25,6 +25,109 @@ REQUIRED = ("learning_rate", "optimizer", "batch_size", "image_size", "split", "
             "dense_units")
 
 
+#: The optimisers ``tuning.train.compile_model`` builds; any other name would be recorded but not trained.
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Numbers between ``low`` and ``high`` (``None``: unbounded); ``integer`` also refuses floats (a count or
+    a size: TensorFlow fails deep inside on 32.5 px or a batch of 0)."""
+
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"  # which ends belong: "both", "left", "right" or "neither"
+    integer: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and not (value >= self.low if self.closed in ("both", "left") else value > self.low):
+            return False
+        return self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.high is None:
+            return f"{kind} {'>=' if self.closed in ('both', 'left') else '>'} {self.low:g}"
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """One of a fixed set of strings."""
+
+    values: tuple[str, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.values
+
+    def describe(self) -> str:
+        return f"one of {', '.join(self.values)}"
+
+
+#: What the trainer and the built-in models accept for each known key, declared once (scikit-learn's
+#: ``_param_validation`` style) and checked for base values, every value a parameter can take and budget
+#: overrides, so a bad value stops the load instead of crashing a trial (or, worse, training something else).
+#: ``split`` and ``augmentation`` are checked by their own parsers (``parse_split``, the declared presets).
+CONSTRAINTS: dict[str, Interval | Options] = {
+    "optimizer": Options(OPTIMIZERS),
+    "learning_rate": Interval(0, None, closed="neither"),
+    "momentum": Interval(0, 1),  # Keras' SGD refuses anything outside [0, 1]
+    "dropout": Interval(0, 1, closed="left"),  # a rate of 1 drops every unit
+    "width": Interval(0, None, closed="neither"),
+    "dense_units": Interval(1, None, integer=True),
+    "batch_size": Interval(1, None, integer=True),
+    "image_size": Interval(1, None, integer=True),
+    "epochs": Interval(1, None, integer=True),
+}
+
+
+def check_constraint(key: str, value: Any, where: str) -> None:
+    """Raise the one message shape for a value the trainer or models cannot use; unknown keys pass."""
+    constraint = CONSTRAINTS.get(key)
+    if constraint is not None and not constraint.accepts(value):
+        raise SpaceError(f"{where}: {value!r} is not a legal value; {key} must be {constraint.describe()}")
+
+
+def _check_param_constraints(param: Param) -> None:
+    """Every value ``param`` can take satisfies its key's constraint (for a range: both ends, which is
+    enough because every constraint is an interval or a set)."""
+    where = f"params.{param.name}"
+    if isinstance(param, (Float, Int)):
+        check_constraint(param.name, param.low, f"{where}.low")
+        check_constraint(param.name, param.high, f"{where}.high")
+        for value in getattr(param, "grid", None) or ():
+            check_constraint(param.name, value, f"{where}.grid")
+        if isinstance(param, Float) and param.name in CONSTRAINTS and getattr(CONSTRAINTS[param.name], "integer",
+                                                                              False):
+            raise SpaceError(f"{where}.type: 'float' is not a legal value; {param.name} must be "
+                             f"{CONSTRAINTS[param.name].describe()}")
+    elif isinstance(param, Choice):
+        for value in param.values:
+            check_constraint(param.name, value, f"{where}.values")
+    elif param.name in CONSTRAINTS:
+        raise SpaceError(f"{where}.type: 'bool' is not a legal value; {param.name} must be "
+                         f"{CONSTRAINTS[param.name].describe()}")
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    """A TOML table, or the error a hand-written ``x = 5`` where ``[x]`` was meant deserves."""
+    if not isinstance(value, Mapping):
+        raise SpaceError(f"{where}: must be a table, but got {value!r}")
+    return value
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise SpaceError(f"{where}: must be a list of parameter names, but got {value!r}")
+    return tuple(value)
+
+
 def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
     for key in table:
         if key not in allowed:
@@ -224,16 +327,29 @@ _KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
 
 def param_from_dict(name: str, table: Mapping[str, Any]) -> Param:
     """Build one parameter from its TOML table; raises SpaceError naming the problem."""
+    table = _table(table, f"params.{name}")
     kind = table.get("type")
     if kind not in _KINDS:
         raise SpaceError(f"unknown type {kind!r}; known: {', '.join(_KINDS)}")
     cls, keys = _KINDS[kind]
     _check_keys(table, ("type", "when", *keys), f"params.{name}")
-    when = {k: tuple(v if isinstance(v, list) else [v]) for k, v in dict(table.get("when", {})).items()}
+    when_table = table.get("when", {})
+    if not isinstance(when_table, Mapping):
+        raise SpaceError(f"params.{name}.when: must be a table of parent values, e.g. when = "
+                         f"{{ optimizer = [\"sgd\"] }}, but got {when_table!r}")
+    when = {k: tuple(v if isinstance(v, list) else [v]) for k, v in when_table.items()}
     kwargs = {k: table[k] for k in keys if k in table}
-    for key in ("values", "grid"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
+    for key, value in kwargs.items():
+        if key in ("values", "grid"):
+            if not isinstance(value, list):
+                raise SpaceError(f"params.{name}.{key}: must be a list, but got {value!r}")
+            kwargs[key] = tuple(value)
+        elif key == "log":
+            if not isinstance(value, bool):
+                raise SpaceError(f"params.{name}.log: must be true or false, but got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float)):
+            wanted = "an integer" if kind == "int" else "a number"
+            raise SpaceError(f"params.{name}.{key}: must be {wanted}, but got {value!r}")
     try:
         return cls(name, when=when, **kwargs)
     except TypeError as exc:  # a required key such as low/high/values is missing
@@ -307,11 +423,12 @@ class SearchSpace:
         if not isinstance(data.get("model"), str):
             raise SpaceError("model: missing; add model = \"<registered model name>\"")
         params: dict[str, Param] = {}
-        for name, table in dict(data.get("params", {})).items():
+        for name, table in _table(data.get("params", {}), "params").items():
             try:
                 param = param_from_dict(name, table)
             except SpaceError as exc:
                 raise SpaceError(exc.args[0] if str(exc).startswith("params.") else f"params.{name}: {exc}") from None
+            _check_param_constraints(param)
             for parent, allowed in param.when.items():
                 if parent not in params:
                     raise SpaceError(
@@ -326,28 +443,31 @@ class SearchSpace:
             raise SpaceError(f"params.{missing[0]}: missing; training needs it (a choice with one value fixes it)")
 
         augmentations: dict[str, Augmentation] = {}
-        for name, table in dict(data.get("augmentation", {})).items():
+        for name, table in _table(data.get("augmentation", {}), "augmentation").items():
+            table = _table(table, f"augmentation.{name}")
             _check_keys(table, ("shift", "rotation", "shear", "zoom"), f"augmentation.{name}")
             for key, value in table.items():
                 if not isinstance(value, (int, float)) or value < 0:
                     raise SpaceError(f"augmentation.{name}.{key}: must be a number >= 0, but got {value!r}")
             augmentations[name] = Augmentation(name, **{k: float(v) for k, v in table.items()})
 
-        base = dict(data.get("base", {}))
+        base = dict(_table(data.get("base", {}), "base"))
         _check_keys(base, (*params, *SETTINGS), "base")
         for name, param in params.items():
             if name not in base:
                 raise SpaceError(f"base.{name}: missing; every parameter needs a starting value")
+            check_constraint(name, base[name], f"base.{name}")
             _check_value(param, base[name], f"base.{name}")
-        if not (isinstance(base.get("epochs"), int) and base["epochs"] >= 1):
-            raise SpaceError("base.epochs: must be an integer >= 1")
+        if "epochs" not in base:
+            raise SpaceError("base.epochs: missing; add epochs = <an integer >= 1>")
+        check_constraint("epochs", base["epochs"], "base.epochs")
 
-        search_table = dict(data.get("search", {}))
+        search_table = _table(data.get("search", {}), "search")
         _check_keys(search_table, ("params",), "search")
-        search = tuple(search_table.get("params", params))
-        staged_table = dict(data.get("staged", {}))
+        search = _names(search_table["params"], "search.params") if "params" in search_table else tuple(params)
+        staged_table = _table(data.get("staged", {}), "staged")
         _check_keys(staged_table, ("order",), "staged")
-        order = tuple(staged_table.get("order", search))
+        order = _names(staged_table["order"], "staged.order") if "order" in staged_table else search
         for where, names in (("search.params", search), ("staged.order", order)):
             for name in names:
                 if name not in params:
@@ -356,15 +476,18 @@ class SearchSpace:
             params[name].grid_values()
 
         budgets: dict[str, Budget] = {}
-        for name, table in dict(data.get("budgets", {})).items():
+        for name, table in _table(data.get("budgets", {}), "budgets").items():
+            table = _table(table, f"budgets.{name}")
             _check_keys(table, ("trials", "epochs", "fixed"), f"budgets.{name}")
             for key in ("trials", "epochs"):
-                if not (isinstance(table.get(key), int) and table[key] >= 1):
-                    raise SpaceError(f"budgets.{name}.{key}: must be an integer >= 1")
-            fixed = dict(table.get("fixed", {}))
+                if not (isinstance(table.get(key), int) and not isinstance(table[key], bool) and table[key] >= 1):
+                    raise SpaceError(f"budgets.{name}.{key}: {table.get(key)!r} is not a legal value; {key} must be "
+                                     "an integer >= 1")
+            fixed = dict(_table(table.get("fixed", {}), f"budgets.{name}.fixed"))
             for key, value in fixed.items():
                 if key not in params:
                     raise UnknownNameError(f"parameter in budgets.{name}.fixed:", key, list(params))
+                check_constraint(key, value, f"budgets.{name}.fixed.{key}")
                 _check_value(params[key], value, f"budgets.{name}.fixed.{key}")
             budgets[name] = Budget(name, table["trials"], table["epochs"], fixed)
 
@@ -416,9 +539,9 @@ class SearchSpace:
         """The same space with some starting values replaced (validated like the file's own)."""
         for key, value in overrides.items():
             if key in SETTINGS:
-                if not (isinstance(value, int) and value >= 1):
-                    raise SpaceError(f"{key} must be an integer >= 1, but got {value!r}")
+                check_constraint(key, value, key)
             elif key in self.params:
+                check_constraint(key, value, key)
                 _check_value(self.params[key], value, key)
             else:
                 raise UnknownNameError("parameter", key, [*self.params, *SETTINGS])

@@ -18,8 +18,9 @@ import numpy as np
 
 from tuning.data.prepare import Prepared, load_prepared
 from tuning.data.splits import TEST, TRAIN, VAL, assign_splits
+from tuning.errors import DataError, UnknownNameError
 from tuning.models import build_model
-from tuning.space import SearchSpace
+from tuning.space import OPTIMIZERS, SearchSpace
 
 #: Called after each epoch with (epoch index, logs); returning True stops the trial as pruned.
 EpochHook = Callable[[int, Mapping[str, float]], bool]
@@ -36,6 +37,8 @@ class TrialResult:
     reason: str = ""
     model: Any = None
     precision: str = "float32"  # the dtype policy it trained under
+    #: The study's objective: it decides which epoch is "best" (highest val_accuracy, lowest val_loss).
+    objective_name: str = "val_accuracy"
 
     @property
     def epochs(self) -> int:
@@ -43,14 +46,17 @@ class TrialResult:
 
     @property
     def best_epoch(self) -> int:
-        """Index of the epoch with the highest validation accuracy (-1 when none finished)."""
-        acc = self.history.get("val_accuracy", [])
-        return int(np.nanargmax(acc)) if acc and not np.all(np.isnan(acc)) else -1
+        """Index of the epoch best by the objective, the one whose weights a kept model has (-1: none)."""
+        values = self.history.get(self.objective_name, [])
+        if not values or np.all(np.isnan(values)):
+            return -1
+        return int(np.nanargmin(values) if self.objective_name == "val_loss" else np.nanargmax(values))
 
     @property
     def val_accuracy(self) -> float:
-        """The best validation accuracy over the epochs (NaN when no epoch finished)."""
-        return float(self.history["val_accuracy"][self.best_epoch]) if self.best_epoch >= 0 else math.nan
+        """The validation accuracy of the best epoch (NaN when no epoch finished)."""
+        acc = self.history.get("val_accuracy", [])
+        return float(acc[self.best_epoch]) if 0 <= self.best_epoch < len(acc) else math.nan
 
     def objective(self, name: str) -> float:
         """``val_accuracy`` (its best epoch) or ``val_loss`` (its lowest epoch); NaN when none finished."""
@@ -91,6 +97,39 @@ class TrialData:
                 for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
 
+def searched_splits(space: SearchSpace) -> tuple[str, ...]:
+    """Every split scheme a study over ``space`` can train with: the base one and, when searched, the axis."""
+    schemes = [str(space.base["split"])]
+    if "split" in space.search:
+        schemes += [str(s) for s in space.params["split"].grid_values() if str(s) not in schemes]
+    return tuple(schemes)
+
+
+def check_trainable(data: TrialData, space: SearchSpace) -> None:
+    """Refuse, before the first trial, a dataset some split leaves without a class in train, val or test.
+
+    An empty training split crashes TensorFlow, a class absent from training ships a model that never saw it
+    (``--balance weights`` keeps training going), and an empty validation split makes every trial "complete"
+    with a NaN objective; so every split scheme the study can use is checked here, on the base image size
+    (a split depends on the images' labels and duplicate groups, not on their size).
+    """
+    arrays = data.arrays(int(space.base["image_size"]))
+    for scheme in searched_splits(space):
+        codes = assign_splits(arrays.y, arrays.groups, scheme, seed=data.seed, test_fraction=data.test_fraction)
+        for label, name in enumerate(arrays.classes):
+            mine = codes[arrays.y == label]
+            counts = {split: int(np.sum(mine == code)) for split, code in (("train", TRAIN), ("val", VAL),
+                                                                           ("test", TEST))}
+            empty = [split for split, n in counts.items() if n == 0]
+            if empty:
+                shown = ", ".join(f"{split} {n}" for split, n in counts.items())
+                raise DataError(
+                    f"{data.dataset}: class '{name}' has no image in {' or '.join(empty)} with split {scheme} "
+                    f"({shown} of its {len(mine)} prepared images); add images to raw/{name}/ or search a split "
+                    "with larger shares (every class needs at least one image in train, val and test)"
+                )
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None) -> Any:
     """Batches of (uint8 image, one-hot label); shuffled each epoch when a seed is given."""
     import tensorflow as tf
@@ -103,13 +142,21 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, 
 
 
 def compile_model(model: Any, params: Mapping[str, Any]) -> None:
-    """Adam (the study's) or SGD with momentum, and categorical cross-entropy."""
+    """Adam (the study's) or SGD with momentum, and categorical cross-entropy.
+
+    Builds exactly the names in ``tuning.space.OPTIMIZERS`` (what a declaration may ask for); any other name
+    is an error, never a silent fallback that would train one optimiser and record another.
+    """
     import keras
 
-    if params["optimizer"] == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=params["learning_rate"], momentum=params["momentum"])
+    name = params["optimizer"]
+    if name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=float(params["learning_rate"]),
+                                         momentum=float(params["momentum"]))
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=float(params["learning_rate"]))
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
+        raise UnknownNameError("optimizer", str(name), OPTIMIZERS)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
 
@@ -129,11 +176,12 @@ def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
     return _Hook()
 
 
-def _best_weights_callback() -> Any:
+def _best_weights_callback(objective: str) -> Any:
+    """Keeps the weights of the epoch the objective rates best, the same epoch ``TrialResult.best_epoch`` names."""
     import keras
 
-    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10**9,
-                                         restore_best_weights=True)
+    return keras.callbacks.EarlyStopping(monitor=objective, mode="min" if objective == "val_loss" else "max",
+                                         patience=10**9, restore_best_weights=True)
 
 
 def train_trial(
@@ -146,11 +194,12 @@ def train_trial(
     seed: int,
     hooks: Sequence[EpochHook] = (),
     keep_model: bool = False,
+    objective: str = "val_accuracy",
 ) -> TrialResult:
     """Train ``model_name`` with ``params`` on the trial's train split, validating every epoch.
 
     A NaN/inf loss or running out of memory ends the trial as failed with its reason; the caller's study
-    goes on. With ``keep_model`` the weights of the best validation epoch are restored and returned.
+    goes on. With ``keep_model`` the weights of the epoch best by ``objective`` are restored and returned.
     """
     import keras
 
@@ -165,7 +214,7 @@ def train_trial(
     state: dict[str, Any] = {}
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
     if keep_model:
-        callbacks.append(_best_weights_callback())
+        callbacks.append(_best_weights_callback(objective))
     start = time.perf_counter()
     model = None
     try:
@@ -173,7 +222,8 @@ def train_trial(
             model = build_model(model_name, {**params, "augmentation": space.augmentation(str(params["augmentation"]))},
                                 (size, size, 3), n_classes)
         except ValueError as exc:  # e.g. an input too small for the pooling layers
-            return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}")
+            return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}",
+                               objective_name=objective)
         compile_model(model, params)
         batch = int(params["batch_size"])
         history = model.fit(
@@ -184,12 +234,12 @@ def train_trial(
         ).history
     except (MemoryError, _resource_exhausted()) as exc:
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, objective_name=objective)
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     seconds = time.perf_counter() - start
     status = "failed" if "failed" in state else "pruned" if state.get("pruned") else "complete"
     result = TrialResult(params, status, history, seconds, state.get("failed", ""),
-                         model if keep_model and status == "complete" else None, policy.name)
+                         model if keep_model and status == "complete" else None, policy.name, objective)
     del model
     return result
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tuning.engines import run_engine
-from tuning.errors import StudyError
+from tuning.errors import DataError, StudyError
 from tuning.pipeline import SearchRequest, resolve_space
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, default_storage
@@ -182,3 +182,72 @@ def test_a_dataset_prepared_with_class_weights_is_searched_as_prepared(
     study = run_engine(replace(config, epochs=1), space, data, folder, on_event=lambda e: None)
     assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["COMPLETE"]
     assert len(data.arrays(32).y) == 30 and cache.stat().st_mtime_ns == made
+
+
+# ----- datasets too small for the splits ------------------------------------------------------------------
+def _lopsided(tmp_path: Path, *, balance: str) -> Path:
+    """15 Action, 15 Anime, 1 Romance image, prepared with ``balance``."""
+    from tuning.data.demo import make_demo
+    from tuning.data.prepare import prepare
+
+    root = tmp_path / f"lopsided-{balance}"
+    make_demo(root / "raw", per_class=15, size=32, seed=3)
+    for extra in sorted((root / "raw" / "Romance").iterdir())[1:]:
+        extra.unlink()
+    prepare(root, size=32, seed=0, balance=balance)
+    return root
+
+
+@pytest.mark.parametrize("balance, message", [
+    # undersampling cuts every class to the one Romance image, which lands in test
+    ("undersample", "class 'Action' has no image in train or val with split 70/15/15 (train 0, val 0, test 1 of "
+                    "its 1 prepared images)"),
+    # weights keep all 31 images: Romance's one image is its test image, so it would never be trained on
+    ("weights", "class 'Romance' has no image in train or val with split 70/15/15 (train 0, val 0, test 1 of its "
+                "1 prepared images)"),
+])
+def test_a_class_missing_from_a_split_stops_the_study_before_any_trial(
+    tiny_space: Callable[[str], Path], tmp_path: Path, balance: str, message: str
+) -> None:
+    root = _lopsided(tmp_path, balance=balance)
+    folder = tmp_path / "study"
+    config, space, data = _setup(root, tiny_space("alexnet"), folder, engine="optuna", trials=1)
+    with pytest.raises(DataError) as info:
+        run_engine(config, space, data, folder, on_event=lambda e: pytest.fail(f"a trial event: {e}"))
+    assert str(info.value).startswith(f"{root}: {message}; add images to raw/")
+    assert not (folder / "trials").exists() and not (folder / "optuna.journal").exists()
+
+
+def test_every_searched_split_is_checked_before_the_first_trial(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """70/15/15 fits 24 images a class, but 98/1/1 (a value of the searched split axis) leaves validation
+    empty: the study stops at once instead of recording NaN trials when the sampler reaches it."""
+    text = tiny_space("alexnet").read_text().replace('values = ["70/15/15"]', 'values = ["70/15/15", "98/1/1"]')
+    path = tmp_path / "splits.toml"
+    path.write_text(text.replace('params = ["learning_rate", "dropout"]', 'params = ["learning_rate", "split"]'))
+    for engine in ("optuna", "staged", "kerastuner"):
+        folder = tmp_path / engine
+        config, space, data = _setup(tiny_dataset, path, folder, engine=engine, trials=1)
+        assert "split" in space.search
+        with pytest.raises(DataError, match=r"class 'Action' has no image in val with split 98/1/1 \(train 20, "
+                                            r"val 0, test 4 of its 24 prepared images\)"):
+            run_engine(config, space, data, folder, on_event=lambda e: pytest.fail(f"a trial event: {e}"))
+        assert not (folder / "trials").exists()
+
+
+def test_the_cli_shows_a_too_small_split_as_one_line(tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
+    """Through the default path (trials in child processes) the user gets one ``Error:`` line, exit 1."""
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    root = _lopsided(tmp_path, balance="weights")
+    result = CliRunner().invoke(cli, ["search", "--model", "alexnet", "--data", str(root), "--space",
+                                      str(tiny_space("alexnet")), "--budget", "quick", "--trials", "1",
+                                      "--study", str(tmp_path / "runs" / "small")])
+    assert result.exit_code == 1, result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith(f"Error: {root}: class 'Romance' has no image in train or val with split 70/15/15")
+    assert "Traceback" not in result.output and result.output.count("Error") == 1
+    assert not (tmp_path / "runs" / "small" / "trials").exists()

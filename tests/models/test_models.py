@@ -11,7 +11,7 @@ import pytest
 from tuning.errors import UnknownNameError
 from tuning.models import build_model, get_model_fn, known_models
 from tuning.models._layers import preprocess
-from tuning.space import Augmentation, SearchSpace, load_space
+from tuning.space import OPTIMIZERS, Augmentation, SearchSpace, load_space
 from tuning.train import compile_model
 
 N_CLASSES = 3
@@ -103,6 +103,20 @@ def test_trains_with_sgd_and_momentum(model: str) -> None:
     assert float(net.optimizer.momentum) == pytest.approx(0.9)
     loss = net.train_on_batch(_images(4, 64), keras.utils.to_categorical([0, 1, 2, 1], N_CLASSES), return_dict=True)
     assert np.isfinite(loss["loss"])
+
+
+@pytest.mark.parametrize("name, cls", [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD)])
+def test_compile_builds_each_declarable_optimizer_and_nothing_else(name: str, cls: type) -> None:
+    """Every name a space may declare (``OPTIMIZERS``) trains that optimiser; another name is refused, not
+    swapped for Adam."""
+    assert {"adam", "sgd"} == set(OPTIMIZERS)
+    params = _params(_space("alexnet"), optimizer=name, momentum=0.5, learning_rate=0.01, image_size=64)
+    net = build_model("alexnet", params, (64, 64, 3), N_CLASSES)
+    compile_model(net, params)
+    assert type(net.optimizer) is cls
+    assert float(net.optimizer.learning_rate) == pytest.approx(0.01)
+    with pytest.raises(UnknownNameError, match=r"^unknown optimizer 'rmsprop'; known: adam, sgd$"):
+        compile_model(net, {**params, "optimizer": "rmsprop"})
 
 
 def test_unknown_model_lists_known() -> None:

@@ -20,9 +20,15 @@ def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnE
     """Run ``config.engine``; each returns the Optuna study that records its trials.
 
     ``worker`` numbers the processes sharing a study (their samplers must not draw the same points);
-    ``limit`` stops this process with ``TrialLimitReached`` after that many new trials.
+    ``limit`` stops this process with ``TrialLimitReached`` after that many new trials. A dataset that some
+    split scheme of the study leaves without a class in train, val or test is refused (``DataError``) before
+    the first trial.
     """
     import importlib
+
+    from tuning.train import check_trainable
+
+    check_trainable(data, space)
 
     module = {"optuna": "optuna_engine", "kerastuner": "kerastuner_engine", "staged": "staged"}[config.engine]
     return importlib.import_module(f"tuning.engines.{module}").run(config, space, data, folder, on_event=on_event,

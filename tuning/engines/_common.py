@@ -69,7 +69,7 @@ class TrialRunner:
                 return repeat == 0 and report is not None and report(epoch, float(logs.get(objective, math.nan)))
 
             result = train_trial(self.config.model, params, self.data, self.space, epochs=epochs,
-                                 seed=self.config.seed + repeat, hooks=[hook])
+                                 seed=self.config.seed + repeat, hooks=[hook], objective=objective)
             results.append(result)
             if result.status != "complete":
                 break
