@@ -103,14 +103,158 @@ def test_rerunning_resumes_and_more_trials_add_only_the_difference(
     request.trials = 2
 
 
-def test_resuming_with_other_settings_is_refused(finished: tuple[SearchOutcome, SearchRequest]) -> None:
+@pytest.mark.parametrize(("change", "shown", "hint"), [
+    ({"epochs": 5}, "epochs 2, not 5", "--epochs 2"),
+    ({"objective": "val_loss"}, "objective 'val_accuracy', not 'val_loss'", "--objective val_accuracy"),
+    ({"sampler": "random"}, "sampler 'tpe', not 'random'", "--sampler tpe"),
+    ({"pruner": "hyperband"}, "pruner 'median', not 'hyperband'", "--pruner median"),
+    ({"repeats": 2}, "repeats 1, not 2", "--repeats 1"),
+    ({"seed": 9}, "seed 1, not 9", "--seed 1"),
+])
+def test_resuming_with_other_settings_is_refused(finished: tuple[SearchOutcome, SearchRequest], change: dict,
+                                                 shown: str, hint: str) -> None:
+    """Before, objective, sampler, pruner, repeats and storage were not compared: a maximised study could
+    receive val_loss values."""
     from dataclasses import replace
 
     from tuning.errors import StudyError
 
+    outcome, request = finished
+    message = (f"{outcome.folder} holds a study with {shown}; rerun with {hint} to resume it, or pass --study "
+               "NEW_NAME for a new study")
+    with pytest.raises(StudyError) as err:
+        run_search(replace(request, **change), on_event=lambda e: None)
+    assert str(err.value) == message
+    assert tomllib.loads((outcome.folder / "config.toml").read_text())["objective"] == "val_accuracy"
+
+
+def test_resuming_on_another_storage_is_refused_on_the_command_line(
+    finished: tuple[SearchOutcome, SearchRequest], tmp_path: Path
+) -> None:
+    outcome, request = finished
+    other = (tmp_path / "other.db").as_posix()
+    result = CliRunner().invoke(cli, [
+        "search", "--model", "alexnet", "--data", str(request.data), "--space", str(request.space), "--budget",
+        "quick", "--trials", "2", "--seed", "1", "--study", str(outcome.folder), "--storage", f"sqlite:///{other}"])
+    assert result.exit_code == 1
+    journal = (outcome.folder / "optuna.journal").as_posix()
+    assert result.output == (
+        f"Error: {outcome.folder} holds a study with storage 'journal:{journal}', not 'sqlite:///{other}'; rerun "
+        f"with --storage journal:{journal} to resume it, or pass --study NEW_NAME for a new study\n")
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_resuming_after_the_images_changed_is_refused(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """4 of the images rewritten in place under their own names: the path is the same, the data is not."""
+    import shutil
+
+    from tuning.errors import StudyError
+    from tuning.pipeline import resolve_config
+    from tuning.study import write_config
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    request = SearchRequest(model="alexnet", data=data, space=str(tiny_space("alexnet")), budget="quick", trials=1,
+                            study=str(tmp_path / "runs" / "s"), precision="float32")
+    config = resolve_config(request)
+    write_config(tmp_path / "runs" / "s", config)  # the state a search leaves after its first trial
+    assert resolve_config(request) == config  # unchanged data resumes
+    images = sorted((data / "raw" / "Anime").iterdir())[:4]
+    for image, source in zip(images, sorted((data / "raw" / "Action").iterdir())):
+        image.write_bytes(source.read_bytes())
+    with pytest.raises(StudyError) as err:
+        run_search(request)
+    new = resolve_config(SearchRequest(**{**request.__dict__, "study": str(tmp_path / "fresh")})).dataset_sha256
+    assert str(err.value) == (
+        f"{tmp_path / 'runs' / 's'}: the images in {data.as_posix()}/raw changed since the study started (content "
+        f"sha256 {config.dataset_sha256[:12]}, now {new[:12]}); restore them to resume, or pass --study NEW_NAME "
+        "to search the new data")
+    assert not (tmp_path / "runs" / "s" / "trials").exists()
+
+
+def test_resolve_config_is_what_the_search_wrote_and_writes_nothing(
+    finished: tuple[SearchOutcome, SearchRequest], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from tuning.pipeline import resolve_config
+    from tuning.study import read_config
+
+    outcome, request = finished
+    written = read_config(outcome.folder)
+    assert resolve_config(replace(request, trials=written.trials)) == written  # (an earlier test added a trial)
+    fresh = SearchRequest(**{**request.__dict__, "study": "new", "runs": tmp_path / "runs"})
+    config = resolve_config(fresh)
+    assert config.name == "new" and config.storage == f"journal:{(tmp_path / 'runs/new/optuna.journal').as_posix()}"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--sampler", "tpee", "unknown --sampler for the optuna engine 'tpee'; known: auto, cmaes, gp, grid, random, "
+                          "tpe"),
+    ("--pruner", "early", "unknown --pruner 'early'; known: hyperband, median, none, sha"),
+    ("--engine", "ray", "unknown engine 'ray'; known: kerastuner, optuna, staged"),
+])
+def test_a_bad_sampler_or_pruner_leaves_no_study_folder(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    """The sampler used to be checked by the engine, after config.toml was written."""
+    folder = tmp_path / "runs" / "bad"
+    result = CliRunner().invoke(cli, ["search", "--model", "alexnet", "--data", str(tiny_dataset), "--space",
+                                      str(tiny_space("alexnet")), "--study", str(folder), option, value])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {message}\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "driver", "postgresql"])
+def test_a_storage_that_cannot_be_opened_is_one_line(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path, kind: str
+) -> None:
+    """Not ~60 lines of SQLAlchemy: the URL with its password masked, the cause, and nothing written."""
+    port = _closed_port()
+    url, shown, cause = {
+        "sqlite": (f"sqlite:///{tmp_path}/no/such/dir/s.db", f"sqlite:///{tmp_path}/no/such/dir/s.db",
+                   "unable to open database file"),
+        "driver": ("mongo://me:secret@127.0.0.1/db", "mongo://me:***@127.0.0.1/db",
+                   "Can't load plugin: sqlalchemy.dialects:mongo"),
+        "postgresql": (f"postgresql+psycopg://me:secret@127.0.0.1:{port}/optuna",
+                       f"postgresql+psycopg://me:***@127.0.0.1:{port}/optuna",
+                       f'connection failed: connection to server at "127.0.0.1", port {port} failed: Connection '
+                       "refused"),
+    }[kind]
+    folder = tmp_path / "runs" / "s"
+    result = CliRunner().invoke(cli, ["search", "--model", "alexnet", "--data", str(tiny_dataset), "--space",
+                                      str(tiny_space("alexnet")), "--study", str(folder), "--storage", url])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: storage {shown} cannot be opened: {cause}; check the driver, host, port, "
+                             "user, password and path of --storage\n")
+    assert "secret" not in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "no").exists()
+
+
+def test_the_callers_dtype_policy_is_restored(finished: tuple[SearchOutcome, SearchRequest]) -> None:
+    """A notebook that set its own policy has it back after a search (here: resumed, retrained, exported)."""
+    import keras
+
     _, request = finished
-    with pytest.raises(StudyError, match="another epochs"):
-        run_search(replace(request, epochs=5), on_event=lambda e: None)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        run_search(request)
+        after = keras.config.dtype_policy().name
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert after == "mixed_float16"
 
 
 def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
@@ -128,10 +272,9 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
                             trials=1, epochs=1, study="bf16", runs=tmp_path / "runs", seed=3,
                             precision="mixed_bfloat16")
-    try:
-        outcome = run_search(request, on_event=lambda e: None)
-    finally:
-        keras.config.set_dtype_policy("float32")  # the search set it for this process
+    keras.config.set_dtype_policy("float32")
+    outcome = run_search(request, on_event=lambda e: None)
+    assert keras.config.dtype_policy().name == "float32"  # the caller's policy is back (it used to stay bf16)
     assert outcome.config.precision == "mixed_bfloat16"
     trial = json.loads((outcome.folder / "trials" / "0" / "history.json").read_text())
     assert trial["precision"] == "mixed_bfloat16"  # the trial trained under it (clear_session used to reset it)
@@ -143,12 +286,11 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     probs = load_predictor(outcome.model).run([load_raw_rgb(tiny_dataset / r["file"]) for r in rows])
     tested = np.array([[float(r[f"p_{c}"]) for c in ("Action", "Anime", "Romance")] for r in rows])
     assert np.abs(probs - tested).max() < 1e-4
-    with pytest.raises(StudyError, match="another precision"):
+    with pytest.raises(StudyError, match="with precision 'mixed_bfloat16', not 'float32'; rerun with --precision "
+                                         "mixed_bfloat16 to resume it"):
         run_search(SearchRequest(**{**request.__dict__, "precision": "float32"}), on_event=lambda e: None)
-    try:  # the default, auto, resumes a study with the precision it was started with, whatever the machine
-        again = run_search(SearchRequest(**{**request.__dict__, "precision": "auto"}), on_event=lambda e: None)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    # the default, auto, resumes a study with the precision it was started with, whatever the machine
+    again = run_search(SearchRequest(**{**request.__dict__, "precision": "auto"}), on_event=lambda e: None)
     assert again.config.precision == "mixed_bfloat16"
     with pytest.raises(UnknownNameError, match="float32, mixed_bfloat16, mixed_float16"):
         run_search(SearchRequest(**{**request.__dict__, "precision": "bf16"}), on_event=lambda e: None)

@@ -169,10 +169,10 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
         if epochs == 0:
             raise StudyError(f"{folder}: best trial #{best.number} recorded no validation history, so the epoch "
                              "count for --fit-on train+val is unknown; use --fit-on train")
-    runtime.apply(config.runtime)
     data = TrialData(Path(config.dataset), seed=config.seed, test_fraction=space.test_fraction())
-    return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on, seeds=seeds,
-                            epochs=epochs, hooks=hooks)
+    with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
+        return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on,
+                                seeds=seeds, epochs=epochs, hooks=hooks)
 
 
 def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np.ndarray,

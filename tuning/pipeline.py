@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +14,16 @@ from typing import Any
 from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
 from tuning.space import SearchSpace, load_space
-from tuning.study import StudyConfig, default_storage, package_versions, read_config, study_paths, write_config
+from tuning.study import (
+    StudyConfig,
+    absolute_storage,
+    check_study_folder,
+    default_storage,
+    package_versions,
+    read_config,
+    study_paths,
+    write_config,
+)
 
 
 @dataclass
@@ -57,12 +68,20 @@ class SearchOutcome:
 
 
 def study_folder(study: str, runs: Path = Path("runs")) -> Path:
-    """``--study NAME`` lives in ``runs/NAME``; a value with a slash is taken as the folder itself."""
-    return Path(study) if "/" in study else Path(runs) / study
+    """``--study NAME`` lives in ``runs/NAME``; a value with a slash is taken as the folder itself.
+
+    Normalised lexically (``runs/..`` is ``.``), as the checks before writing see it, even where ``runs/``
+    does not exist yet.
+    """
+    return Path(os.path.normpath(study if "/" in study else Path(runs) / study))
 
 
 DEFAULT_SAMPLERS = {"optuna": "tpe", "kerastuner": "bayesian", "staged": "one-factor-at-a-time"}
 OBJECTIVES = ("val_accuracy", "val_loss")
+
+
+def _ignore(event: Mapping[str, Any]) -> None:
+    """The default ``on_event``: a notebook call runs quietly."""
 
 
 def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int, int]:
@@ -85,12 +104,20 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
 
 
 def _check_request(request: SearchRequest) -> None:
+    """Every option that names something, checked before the dataset is read or a file written."""
+    from tuning.engines.kerastuner_engine import TUNERS
+    from tuning.engines.optuna_engine import PRUNERS, SAMPLERS
     from tuning.runtime import PRECISIONS
 
     if request.precision not in PRECISIONS:
         raise UnknownNameError("--precision", request.precision, PRECISIONS)
     if request.engine not in ENGINES:
         raise UnknownNameError("engine", request.engine, ENGINES)
+    samplers = {"optuna": SAMPLERS, "kerastuner": TUNERS, "staged": (DEFAULT_SAMPLERS["staged"],)}[request.engine]
+    if request.sampler not in ("auto", *samplers):
+        raise UnknownNameError(f"--sampler for the {request.engine} engine", request.sampler, ("auto", *samplers))
+    if request.pruner not in PRUNERS:
+        raise UnknownNameError("--pruner", request.pruner, PRUNERS)
     if request.objective not in OBJECTIVES:
         raise UnknownNameError("objective", request.objective, OBJECTIVES)
     if request.workers > 1 and request.engine != "optuna":
@@ -103,19 +130,31 @@ def _check_request(request: SearchRequest) -> None:
         raise StudyError(f"--trials-per-process must be >= 0, got {request.trials_per_process}")
 
 
-def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | None:
-    """Run (or resume) the study and everything after it; returns what the summary shows.
+def dataset_digest(dataset: Path) -> str:
+    """sha256 over every raw image's path, class and bytes: the dataset's content, which its path alone is not
+    (the manifest keeps the hash it first saw, so a file changed in place under the same name shows only here)."""
+    from tuning.data.images import image_files
+    from tuning.data.prepare import class_dirs
 
-    Returns None in a Keras Tuner worker process: the chief finishes the study.
-    """
+    dataset = Path(dataset)
+    digest = hashlib.sha256()
+    for class_dir in class_dirs(dataset):
+        for path in image_files(class_dir):
+            digest.update(f"{path.relative_to(dataset).as_posix()}\0{class_dir.name}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
+             ) -> tuple[StudyConfig, SearchSpace, Path, str]:
+    """(config, narrowed space, folder, budget), reading but never writing; see ``resolve_config``."""
     from tuning import runtime
     from tuning.data.manifest import raw_dir
     from tuning.models import get_model_fn
 
-    start = time.perf_counter()
     _check_request(request)
     raw_dir(request.data)
-    settings = runtime.resolve(precision=request.precision)  # loads TensorFlow without its start-up noise
+    settings = dict(settings) if settings is not None else runtime.resolve(precision=request.precision)
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget)
@@ -125,19 +164,58 @@ def run_search(request: SearchRequest, *, on_event: OnEvent) -> SearchOutcome | 
         )
     name = request.study or f"{request.model}-{Path(request.data).name}-{budget}"
     folder = study_folder(name, request.runs)
-    if request.precision == "auto" and study_paths(folder)["config"].exists():
-        settings["precision"] = read_config(folder).precision  # resuming: auto keeps what the study trained with
+    check_study_folder(folder, runs=request.runs)
+    old = read_config(folder) if study_paths(folder)["config"].exists() else None
+    if old is not None and request.precision == "auto":
+        settings["precision"] = old.precision  # resuming: auto keeps what the study trained with
+    if request.storage:
+        storage = absolute_storage(request.storage, Path.cwd())
+    else:  # no --storage: the study's own, else a journal in its folder
+        storage = old.storage if old is not None else default_storage(folder)
     config = StudyConfig(
-        name=Path(name).name, model=request.model, dataset=Path(request.data).as_posix(), engine=request.engine,
+        name=Path(os.path.abspath(folder)).name, model=request.model,
+        dataset=Path(os.path.abspath(request.data)).as_posix(), engine=request.engine,
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
         pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
-        epochs=epochs, seed=request.seed, storage=request.storage or default_storage(folder), space=space.to_dict(),
+        epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
         objective=request.objective, repeats=request.repeats, max_failures=request.max_failures,
-        runtime=settings, versions=package_versions(),
+        dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
-    _check_resume(folder, config)
+    if old is not None:
+        _check_resume(folder, old, config)
+    return config, space, folder, budget
+
+
+def resolve_config(request: SearchRequest, *, settings: Mapping[str, Any] | None = None) -> StudyConfig:
+    """The fully resolved settings a search would write to ``config.toml``, without writing anything.
+
+    The whole request is validated here (names, dataset, space, study folder, resume) so a bad option leaves
+    no folder behind. ``settings``: the runtime settings to assume (``runtime.resolve()`` on this machine when
+    None), so tests and planning tools resolve without probing devices.
+    """
+    return _resolve(request, settings)[0]
+
+
+def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> SearchOutcome | None:
+    """Run (or resume) the study and everything after it; returns what the summary shows.
+
+    The Keras dtype policy and thread settings are the caller's again afterwards (a notebook's next model is
+    not silently mixed precision). Returns None in a Keras Tuner worker process: the chief finishes the study.
+    """
+    from tuning import runtime
+    from tuning.engines._storage import open_storage
+
+    start = time.perf_counter()
+    config, space, folder, budget = _resolve(request, None)
+    if not config.storage.startswith("journal:"):
+        open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
     write_config(folder, config)
-    runtime.apply(settings)
+    with runtime.applied(config.runtime):
+        return _execute(request, config, space, folder, budget, on_event=on_event, start=start)
+
+
+def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str, *,
+             on_event: OnEvent, start: float) -> SearchOutcome | None:
     on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
 
     from tuning.engines import run_engine
@@ -187,17 +265,38 @@ def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
     return out
 
 
-def _check_resume(folder: Path, config: StudyConfig) -> None:
-    """A second run of a study must ask for the same thing, or its trials would not be comparable."""
-    if not study_paths(folder)["config"].exists():
-        return
-    old = read_config(folder)
-    for key in ("model", "dataset", "engine", "epochs", "seed", "space", "precision"):
-        if getattr(old, key) != getattr(config, key):
-            raise StudyError(
-                f"{folder} already holds a study with another {key}; "
-                f"rerun with its settings to resume, or pass --study NEW_NAME"
-            )
+#: Settings that make two runs' trials comparable, with the option that sets each.
+RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "sampler": "--sampler",
+               "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
+               "repeats": "--repeats", "storage": "--storage", "precision": "--precision", "space": "--space"}
+
+
+def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
+    """A second run of a study must ask for the same thing, or its trials would not be comparable (a maximised
+    study receiving val_loss values, a TPE study continued by random draws, images changed in place)."""
+    for key, option in RESUME_KEYS.items():
+        was, now = getattr(old, key), getattr(config, key)
+        if was == now:
+            continue
+        if key == "space":
+            differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+            shown, hint = f"a search space that differs in {', '.join(differ)}", "the same --space and --params"
+        else:
+            shown, hint = f"{key} {_shown(key, was)}, not {_shown(key, now)}", f"{option} {_shown(key, was, bare=True)}"
+        raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
+                         "or pass --study NEW_NAME for a new study")
+    if old.dataset_sha256 and old.dataset_sha256 != config.dataset_sha256:
+        raise StudyError(f"{folder}: the images in {config.dataset}/raw changed since the study started (content "
+                         f"sha256 {old.dataset_sha256[:12]}, now {config.dataset_sha256[:12]}); restore them to "
+                         "resume, or pass --study NEW_NAME to search the new data")
+
+
+def _shown(key: str, value: Any, *, bare: bool = False) -> str:
+    if key == "storage":
+        from tuning.engines._storage import mask_password
+
+        value = mask_password(str(value))
+    return str(value) if bare else repr(value)
 
 
 def describe_reduced(reduced: Mapping[str, Any]) -> str:

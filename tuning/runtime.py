@@ -1,4 +1,4 @@
-"""Process-wide TensorFlow/Keras settings, applied once before the first model is built.
+"""TensorFlow/Keras settings (threads, dtype policy), applied for a block that restores the caller's own.
 
 Measured on a 2-core CPU: one inter-op thread made a half-width VGG16 train about 1.7x faster, so that is
 the CPU default; GPUs keep TensorFlow's own choice. The settings used are written to the study's config.
@@ -86,3 +86,27 @@ def apply(settings: dict[str, Any]) -> None:
         except RuntimeError:  # already initialised in this process (tests, notebooks): keep what is set
             pass
     keras.mixed_precision.set_global_policy(settings.get("precision", "float32"))
+
+
+@contextmanager
+def applied(settings: dict[str, Any]) -> Iterator[None]:
+    """``apply(settings)`` for the block, then the caller's dtype policy and thread count back.
+
+    A notebook that calls the library keeps the Keras it had: a search under mixed_bfloat16 must not leave
+    the user's next model in bfloat16. TensorFlow fixes its thread pools at its first operation, so a thread
+    count that can no longer change stays as it is (``apply`` then kept the caller's anyway).
+    """
+    import keras
+    import tensorflow as tf
+
+    policy = keras.mixed_precision.global_policy()
+    threads = tf.config.threading.get_inter_op_parallelism_threads()
+    apply(settings)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # already initialised: it could not have been changed either
+            pass

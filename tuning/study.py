@@ -1,15 +1,16 @@
 """A study's folder and its resolved configuration (``runs/<study>/config.toml``).
 
 Everything a run depends on is written here before the first trial, so a study can be resumed, reported
-and reproduced from its folder alone.
+and reproduced from its folder alone. Paths inside the folder (the journal or SQLite storage) and the dataset
+path are written relative to the folder and made absolute again on read, so a study opened from another
+directory, or moved or copied with its folder, finds its own storage instead of creating an empty one.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,22 @@ from tuning.errors import StudyError
 
 PACKAGES = ("tuning", "tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pillow", "imagehash")
 
+#: Written into config.toml by this version: its relative paths are relative to the study folder. A config
+#: without it was written with paths relative to the directory the search ran in, and is read that way.
+PATHS_KEY = "paths_relative_to"
+PATHS_FOLDER = "study folder"
+#: Where the dataset was when the config was written: the fallback when the relative path finds nothing.
+DATASET_AT_KEY = "dataset_when_written"
+
 
 @dataclass
 class StudyConfig:
-    """The resolved settings of one study; ``space`` is the narrowed declaration as a plain dict."""
+    """The resolved settings of one study; ``space`` is the narrowed declaration as a plain dict.
+
+    In memory ``dataset`` and the paths in ``storage`` are absolute; ``write_config`` stores them relative to
+    the study folder where they lie inside it (the dataset: always, so a project moved whole keeps working).
+    ``dataset_sha256`` fingerprints the raw images (empty in studies from before it was recorded).
+    """
 
     name: str
     model: str
@@ -39,6 +52,7 @@ class StudyConfig:
     objective: str = "val_accuracy"
     repeats: int = 1
     max_failures: int = 0
+    dataset_sha256: str = ""
     runtime: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -72,46 +86,121 @@ def study_paths(folder: Path) -> dict[str, Path]:
 
 
 def default_storage(folder: Path) -> str:
-    return f"journal:{study_paths(folder)['journal'].as_posix()}"
+    return f"journal:{Path(os.path.abspath(study_paths(folder)['journal'])).as_posix()}"
 
 
+# ----- paths: absolute in memory, relative to the folder on disk -------------------------------------------
+def _split_storage(url: str) -> tuple[str, str, str] | None:
+    """(prefix, file path, suffix) of a URL naming a local file (journal, SQLite); None for servers."""
+    if url.startswith("journal:"):
+        return "journal:", url[len("journal:"):], ""
+    if url.startswith("sqlite:///"):
+        path, sep, query = url[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:":
+            return "sqlite:///", path, sep + query
+    return None
+
+
+def _join(base: Path, path: str) -> str:
+    return Path(os.path.normpath(os.path.join(os.path.abspath(base), path))).as_posix()
+
+
+def absolute_storage(url: str, base: Path) -> str:
+    """``url`` with a relative file path taken relative to ``base``; server URLs are returned as they are."""
+    parts = _split_storage(url)
+    if parts is None:
+        return url
+    prefix, path, suffix = parts
+    return f"{prefix}{_join(base, path)}{suffix}"
+
+
+def relative_storage(url: str, folder: Path) -> str:
+    """``url`` with a file inside ``folder`` written relative to it; files elsewhere stay absolute."""
+    parts = _split_storage(url)
+    if parts is None:
+        return url
+    prefix, path, suffix = parts
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    inside = rel != os.pardir and not rel.startswith(os.pardir + os.sep)
+    return f"{prefix}{Path(rel).as_posix() if inside else Path(os.path.abspath(path)).as_posix()}{suffix}"
+
+
+def _relative_path(path: str, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        return Path(os.path.abspath(path)).as_posix()
+
+
+# ----- config.toml -----------------------------------------------------------------------------------------
 def write_config(folder: Path, config: StudyConfig) -> None:
-    _io.write_text(study_paths(folder)["config"], dumps_toml(asdict(config)))
+    import tomli_w
+
+    data = asdict(config)
+    data["dataset"] = _relative_path(config.dataset, folder)
+    data["storage"] = relative_storage(config.storage, folder)
+    # The absolute path too: a study folder copied alone (without the project around it) still finds the data.
+    data = {PATHS_KEY: PATHS_FOLDER, DATASET_AT_KEY: Path(os.path.abspath(config.dataset)).as_posix(), **data}
+    _io.write_text(study_paths(folder)["config"], tomli_w.dumps(data))
 
 
 def read_config(folder: Path) -> StudyConfig:
+    """The study's settings with its paths made absolute; a missing or unreadable file is one clear error."""
     path = study_paths(folder)["config"]
     if not path.exists():
         raise StudyError(f"{folder}: no study here (no config.toml); run 'tuning search --study NAME' first")
-    return StudyConfig(**tomllib.loads(path.read_text(encoding="utf-8")))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise StudyError(_unreadable(path, f"not valid TOML: {exc}")) from None
+    base = Path(folder) if data.pop(PATHS_KEY, None) == PATHS_FOLDER else Path.cwd()
+    dataset_at = data.pop(DATASET_AT_KEY, None)
+    known = {f.name: f for f in fields(StudyConfig)}
+    unknown = sorted(set(data) - set(known))
+    missing = [n for n, f in known.items()
+               if n not in data and f.default is MISSING and f.default_factory is MISSING]
+    if unknown or missing:
+        why = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
+        raise StudyError(_unreadable(path, why))
+    wrong = [n for n in ("dataset", "storage") if not isinstance(data[n], str)]
+    wrong += [n for n in ("space", "runtime", "versions") if n in data and not isinstance(data[n], dict)]
+    if wrong:
+        raise StudyError(_unreadable(path, f"'{wrong[0]}' has the wrong type"))
+    config = StudyConfig(**data)
+    config.dataset = _join(base, config.dataset)
+    if isinstance(dataset_at, str) and not Path(config.dataset).exists() and Path(dataset_at).exists():
+        config.dataset = dataset_at
+    config.storage = absolute_storage(config.storage, base)
+    return config
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+def _unreadable(path: Path, why: str) -> str:
+    return (f"{path}: not a readable study config ({why}); restore it from a copy, "
+            "or start a new study with --study NEW_NAME")
 
 
-def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+def check_study_folder(folder: Path, *, runs: Path) -> None:
+    """Refuse a folder that holds something other than a study, before the search writes anything into it.
 
-
-def dumps_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    """TOML for nested dicts of scalars and lists (what a config holds); tables after plain keys."""
-    lines = [f"{_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, Mapping)]
-    for k, v in data.items():
-        if isinstance(v, Mapping):
-            name = f"{prefix}{_key(k)}"
-            body = dumps_toml(v, f"{name}.")
-            lines.append(f"\n[{name}]\n{body}" if body.strip() else f"\n[{name}]")
-    return "\n".join(lines).strip("\n") + "\n"
+    ``--study ..`` once wrote the study's config.toml over the user's own; a study goes only where no file
+    but its own would be touched: a new or empty folder, or one that already holds a study.
+    """
+    folder = Path(os.path.abspath(folder))  # lexically: runs/.. is the working directory even if runs/ is not there
+    where = ""
+    rel = os.path.relpath(folder, os.path.abspath(runs))
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        where = f" (outside {Path(runs).as_posix()}/)"
+    if folder.exists() and not folder.is_dir():
+        raise StudyError(f"--study: {folder}{where} is a file, not a study folder; pass another name")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    foreign = (f"--study: {folder}{where} holds files that are not a study's; pass a new name (a study lives "
+               "in runs/NAME) or an empty folder")
+    if not study_paths(folder)["config"].exists():
+        raise StudyError(foreign)
+    try:
+        read_config(folder)  # a config.toml that is not a study's (the user's own) is never overwritten
+    except StudyError:
+        if where:
+            raise StudyError(foreign) from None
+        raise

@@ -13,9 +13,9 @@ import pytest
 
 from tuning.engines import run_engine
 from tuning.errors import DataError, StudyError
-from tuning.pipeline import SearchRequest, resolve_space
+from tuning.pipeline import SearchRequest, resolve_config
 from tuning.space import SearchSpace
-from tuning.study import StudyConfig, default_storage
+from tuning.study import StudyConfig
 from tuning.train import TrialData
 
 #: Every test here trains tiny real models end to end (make test; left out of make test-fast).
@@ -29,14 +29,10 @@ order = ["learning_rate", "dropout"]
 
 def _setup(tiny_dataset: Path, space_path: Path, folder: Path, **request: object) -> tuple[StudyConfig, SearchSpace,
                                                                                            TrialData]:
-    req = SearchRequest(model="alexnet", data=tiny_dataset, space=str(space_path), budget="quick", **request)
-    space, trials, epochs = resolve_space(req, "quick")
-    config = StudyConfig(
-        name=folder.name, model="alexnet", dataset=str(tiny_dataset), engine=req.engine,
-        sampler={"optuna": "tpe", "kerastuner": "random", "staged": "-"}[req.engine] if req.sampler == "auto"
-        else req.sampler, pruner="none", budget="quick", trials=trials, epochs=epochs, seed=req.seed,
-        storage=default_storage(folder), space=space.to_dict(), repeats=req.repeats,
-    )
+    req = SearchRequest(model="alexnet", data=tiny_dataset, space=str(space_path), budget="quick", study=str(folder),
+                        **{"pruner": "none", **request})
+    config = resolve_config(req, settings={"device": "cpu", "inter_op_threads": 1, "precision": "float32"})
+    space = SearchSpace.from_dict(config.space)
     return config, space, TrialData(tiny_dataset, seed=req.seed, test_fraction=space.test_fraction())
 
 

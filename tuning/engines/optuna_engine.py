@@ -8,7 +8,7 @@ from typing import Any
 from tuning.engines import OnEvent
 from tuning.engines._common import TrialRunner, direction, work_loop
 from tuning.engines._storage import open_storage
-from tuning.errors import UnknownNameError
+from tuning.errors import StudyError, UnknownNameError
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig
 from tuning.train import TrialData
@@ -49,16 +49,21 @@ def make_pruner(name: str, epochs: int) -> Any:
 
 
 def load_study(config: StudyConfig, space: SearchSpace | None = None) -> Any:
-    """The study in its storage, created on first use (samplers need the space; readers do not).
+    """The study in its storage: created on first use by a search (samplers need the space), only opened by
+    readers (report, retrain, export), which must never make an empty study where the real one is missing.
 
     Other engines choose their own parameters (enqueued or added trials), so their study samples nothing.
     """
     import optuna
 
-    sampler = None
-    if space is not None:
-        sampler = (make_sampler(config.sampler, space, config.seed) if config.engine == "optuna"
-                   else optuna.samplers.RandomSampler(seed=config.seed))
+    if space is None:
+        storage = open_storage(config.storage, create=False)
+        try:
+            return optuna.load_study(study_name=config.name, storage=storage)
+        except KeyError:
+            raise StudyError(f"storage {config.storage}: holds no study named '{config.name}'") from None
+    sampler = (make_sampler(config.sampler, space, config.seed) if config.engine == "optuna"
+               else optuna.samplers.RandomSampler(seed=config.seed))
     return optuna.create_study(
         study_name=config.name,
         storage=open_storage(config.storage),
