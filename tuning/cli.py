@@ -7,6 +7,7 @@ else.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -626,7 +627,8 @@ def models_show(name: str, size: int, budget: str, plot: Path | None) -> None:
 
 
 def main() -> None:
-    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach `make ... | tee log` as they happen
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach `make ... | tee log` as they happen
     cli(prog_name="tuning")
 
 

@@ -90,7 +90,7 @@ def stream_batches(items: Iterable[Any], load: Callable[[Any], np.ndarray], *, m
     one size per batch); when the held images pass either bound the fullest bucket goes out, so a folder of
     mixed sizes still streams. An item that fails to load comes out at once as a ``Batch`` with its ``error``.
     """
-    from tuning.data.prepare import unreadable_reason
+    from tuning.data.images import unreadable_reason
 
     buckets: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
     held_pixels = held_images = 0

@@ -11,6 +11,7 @@ import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,7 @@ def dataset_blocks(dataset: Path, metrics: dict[str, Any]) -> list[Block]:
             table.append([c, len(mine), *(mine.count(k) for k in kinds), mine.count("other"), mine.count("ok")])
         kept = _kept_counts(Path(dataset), int(metrics["params"]["image_size"]))
         for row in table:
-            row.append(kept.get(row[0], "-"))
+            row.append(kept.get(str(row[0]), "-"))
         blocks.append(Block("table", header=["class", "raw files", "duplicates", "rejected (review)", "unreadable",
                                              "other", "usable", "kept (balanced)"], rows=table))
         reasons: dict[str, list[str]] = {}
@@ -413,7 +414,7 @@ def build_report(folder: Path) -> Path:
     for axis in varied:
         groups = axis_groups(trials, axis, staged=staged)
         if groups:
-            figures.append(_figure(lambda a=axis, g=groups: plot_axis_curves(a, g, out / f"curves_{a}.png"),
+            figures.append(_figure(partial(plot_axis_curves, axis, groups, out / f"curves_{axis}.png"),
                                    f"Training vs validation curves per {axis}", f"The curves per {axis}"))
     if not varied:
         figures.append(Block("note", "No parameter varied across trials, so there are no per-parameter curves."))

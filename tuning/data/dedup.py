@@ -240,7 +240,7 @@ def dedup(
     check_writable(dataset)
     auto = [r for r in rows if r["status"] == "ok" or r["status"].startswith("duplicate-of:")]
     shas = sorted({r["sha256"] for r in auto})
-    first_path = {}
+    first_path: dict[str, Path] = {}
     for r in auto:
         first_path.setdefault(r["sha256"], dataset / r["path"])
     cache_file = _hash_cache(dataset, kind)

@@ -107,13 +107,13 @@ def import_folder(source: Path, out: Path, *, progress: Progress | None = None) 
         raise DataError(f"--out {out}: cannot create the folder ({exc.strerror or exc}); "
                         "choose a writable one") from None
     for i, (src, dst, label) in enumerate(plan, start=1):
-        rel = src.relative_to(source).as_posix()
+        name = src.relative_to(source).as_posix()
         try:
             if dst.exists():
                 if dst.is_file() and _same_bytes(src, dst):
                     present[label] += 1
                 else:
-                    skipped.append((rel, SKIP_CONFLICT))
+                    skipped.append((name, SKIP_CONFLICT))
             else:
                 _copy(src, dst)
                 copied[label] += 1
@@ -121,7 +121,7 @@ def import_folder(source: Path, out: Path, *, progress: Progress | None = None) 
             if os.access(src, os.R_OK):
                 raise DataError(f"--out {out}: cannot write {dst.parent} ({exc.strerror or exc}); "
                                 "choose a writable folder") from None
-            skipped.append((rel, f"{SKIP_UNREADABLE}: {exc.strerror or type(exc).__name__}"))
+            skipped.append((name, f"{SKIP_UNREADABLE}: {exc.strerror or type(exc).__name__}"))
         if progress:
             progress(i, len(plan))
     rows = build_manifest(out)

@@ -53,7 +53,7 @@ def class_dirs(dataset: Path) -> list[Path]:
 
 def scan_raw(dataset: Path) -> list[tuple[str, str]]:
     """(manifest path, class) for every image file under raw/<class>/, nested folders included."""
-    found = []
+    found: list[tuple[str, str]] = []
     for class_dir in class_dirs(dataset):
         found.extend((path.relative_to(dataset).as_posix(), class_dir.name) for path in image_files(class_dir))
     return found
@@ -151,7 +151,7 @@ def _mark_exact_copies(rows: list[dict[str, str]]) -> None:
         row["group"] = row["group"] or row["path"]
 
 
-def row_pixels(row: dict[str, str]) -> int:
+def row_pixels(row: Mapping[str, str]) -> int:
     try:
         return int(row["width"]) * int(row["height"])
     except ValueError:

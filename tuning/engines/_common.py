@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tuning import _io
 from tuning.engines import OnEvent, TrialLimitReached
@@ -44,7 +44,7 @@ def worker_id() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def direction(objective: str) -> str:
+def direction(objective: str) -> Literal["minimize", "maximize"]:
     return "minimize" if objective == "val_loss" else "maximize"
 
 

@@ -115,7 +115,8 @@ def _wikimedia(http: Http, base: str, text: str, size: int, key: str | None) -> 
         for item in items:
             infos = item.get("imageinfo")
             info = infos[0] if isinstance(infos, list) and infos and isinstance(infos[0], dict) else {}
-            meta = info.get("extmetadata") if isinstance(info.get("extmetadata"), dict) else {}
+            extmeta = info.get("extmetadata")
+            meta: dict[str, Any] = extmeta if isinstance(extmeta, dict) else {}
             mime = _text(info.get("mime")).lower()
             page.append(Candidate(_url(info.get("thumburl") or info.get("url")),
                                   _meta(meta, "LicenseShortName"), _meta(meta, "Artist"),
