@@ -169,7 +169,8 @@ class FakeTrain:
         return round(0.9 - lr_term - dropout_term - 0.01 * (seed % 7), 6)
 
     def __call__(self, model_name: str, params: Mapping[str, Any], data: Any, space: Any, *, epochs: int, seed: int,
-                 hooks: Sequence[Callable[[int, Mapping[str, float]], bool]] = (), keep_model: bool = False
+                 hooks: Sequence[Callable[[int, Mapping[str, float]], bool]] = (), keep_model: bool = False,
+                 objective: str = "val_accuracy"
                  ) -> TrialResult:
         from tuning.train import TrialResult
 
@@ -196,6 +197,8 @@ def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTrain:
     """Engines train with :class:`FakeTrain` instead of Keras (engine logic only: order, resume, failures)."""
     fake = FakeTrain()
     monkeypatch.setattr("tuning.engines._common.train_trial", fake)
+    # No images behind a fake trainer, so nothing for the pre-trial split check to look at.
+    monkeypatch.setattr("tuning.train.check_trainable", lambda data, space: None)
     return fake
 
 
