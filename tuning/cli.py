@@ -82,17 +82,34 @@ def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
 @handle_errors
 def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int) -> None:
     """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
+    from tuning.data.prepare import check_size, prepare
+
+    check_size(size)  # before TensorFlow's seconds of start-up
     runtime.load_tensorflow()
-    from tuning.data.prepare import prepare
 
     report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
     click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
     for name, n in report.available.items():
         weight = f"  class weight {report.class_weights[name]:.3f}" if balance == "weights" else ""
         click.echo(f"  {name:<16} {report.kept[name]:>6} kept of {n} usable{weight}")
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}")
     click.echo(f"  skipped {len(report.skipped)} file(s)")
+    for reason, n in _reason_counts(report.skipped):
+        click.echo(f"    {reason:<48} {n:>6}")
     for path, reason in report.skipped:
         click.echo(f"    {path}: {reason}")
+
+
+def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Skipped files per reason, most frequent first; ``duplicate-of:x`` and ``unreadable:why`` by their kind
+    and reason, so a thousand duplicates read as one line."""
+    from collections import Counter
+
+    def kind(status: str) -> str:
+        return "duplicate" if status.startswith("duplicate-of:") else status
+
+    return Counter(kind(reason) for _, reason in skipped).most_common()
 
 
 @data.command("import")
@@ -116,9 +133,15 @@ def data_import(source: Path, out: Path) -> None:
         click.echo(f"  {label:<16} {n:>6} copied {result.present[label]:>6} already there")
     for label in result.empty_classes:
         click.echo(f"  class folder '{label}' has no image file")
+    if result.renamed:
+        click.echo(f"Renamed {len(result.renamed)} file(s) whose name was not valid UTF-8:")
+        for old, new in result.renamed:
+            click.echo(f"  {old} -> {new}")
     click.echo(f"Skipped {len(result.skipped)} file(s)")
     for reason, n in result.reasons().most_common():
         click.echo(f"  {reason:<48} {n:>6}")
+    for rel, there in result.conflicts:
+        click.echo(f"  not copied: {rel} (a different file is already at {there}; rename one of them)")
     if result.unreadable:
         click.echo(f"Unreadable images (kept, marked in the manifest): {len(result.unreadable)}")
     click.echo(f"Manifest: {out / 'manifest.csv'}")

@@ -134,7 +134,7 @@ def dataset_digest(dataset: Path) -> str:
     """sha256 over every raw image's path, class and bytes: the dataset's content, which its path alone is not
     (the manifest keeps the hash it first saw, so a file changed in place under the same name shows only here)."""
     from tuning.data.images import image_files
-    from tuning.data.prepare import class_dirs
+    from tuning.data.manifest import class_dirs
 
     dataset = Path(dataset)
     digest = hashlib.sha256()

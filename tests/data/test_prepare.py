@@ -205,3 +205,104 @@ def test_cli_prepare_with_weights_prints_them(messy: Path) -> None:
     result = CliRunner().invoke(cli, ["data", "prepare", str(messy), "--size", "16", "--balance", "weights"])
     assert result.exit_code == 0, result.output
     assert "Prepared 17 images at 16 px" in result.output and "class weight 1.062" in result.output
+
+
+def _bump(path: Path) -> None:
+    """A later modification time, as any edit gives; set explicitly so the test never races the clock's tick."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+
+def test_a_file_replaced_by_a_corrupt_one_is_skipped_by_name_and_a_repaired_one_is_used(messy: Path) -> None:
+    prepare(messy, size=16)
+    cat = messy / "raw" / "cats" / "cat 1.jpg"
+    good = cat.read_bytes()
+    cat.write_bytes(good[:300])
+    _bump(cat)
+    assert dict(prepare(messy, size=16).skipped)["raw/cats/cat 1.jpg"].startswith("unreadable:")
+    cat.write_bytes(good)
+    _bump(cat)
+    assert "raw/cats/cat 1.jpg" not in dict(prepare(messy, size=16).skipped)
+    assert _manifest(messy)["raw/cats/cat 1.jpg"]["status"] == "ok"
+
+
+def test_a_corrupt_file_with_unchanged_size_and_time_is_a_skip_never_a_traceback(messy: Path) -> None:
+    prepare(messy, size=16, balance="weights")
+    dog = messy / "raw" / "dogs" / "nested folder" / "dög_2.png"
+    st = dog.stat()
+    data = bytearray(dog.read_bytes())
+    data[60:len(data) - 20] = b"\xff" * (len(data) - 80)  # same size, pixels destroyed
+    dog.write_bytes(bytes(data))
+    os.utime(dog, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p or a restored backup would leave it
+    report = prepare(messy, size=16, balance="weights")
+    assert dict(report.skipped)["raw/dogs/nested folder/dög_2.png"].startswith("unreadable:")
+    assert report.kept["dogs"] == 8
+
+
+def test_the_cache_pixels_change_when_a_file_is_replaced_by_another_image(messy: Path) -> None:
+    before = load_prepared(messy, 16, balance="weights")
+    cat = messy / "raw" / "cats" / "cat 2.jpg"
+    Image.new("RGB", (50, 40), (255, 255, 255)).save(cat)
+    _bump(cat)
+    after = load_prepared(messy, 16, balance="weights")
+    i, j = before.ids.tolist().index("raw/cats/cat 2.jpg"), after.ids.tolist().index("raw/cats/cat 2.jpg")
+    assert not np.array_equal(before.x[i], after.x[j]) and after.x[j].min() > 240
+
+
+def test_old_manifests_without_file_stamps_are_described_once_keeping_statuses(messy: Path) -> None:
+    prepare(messy, size=16)
+    rows = list(_manifest(messy).values())
+    rows[0]["status"] = "rejected"
+    with open(messy / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[c for c in rows[0] if c not in ("bytes", "mtime_ns")],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    prepare(messy, size=16)
+    again = _manifest(messy)
+    assert again[rows[0]["path"]]["status"] == "rejected" and all(r["bytes"] and r["mtime_ns"] for r in again.values())
+
+
+def test_a_truncated_cache_is_rebuilt_and_stale_tmp_files_are_removed(messy: Path) -> None:
+    load_prepared(messy, 16)
+    path = cache_path(messy, 16)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    stale, fresh = messy / "cache" / ".16px.npz.killed.tmp", messy / "cache" / ".16px.npz.running.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    data = load_prepared(messy, 16)
+    assert len(data.y) == 16
+    with np.load(path) as npz:
+        assert npz["x"].shape == data.x.shape
+    assert not stale.exists() and fresh.exists()  # a concurrent prepare's own file is left alone
+
+
+def test_a_name_that_is_not_utf8_put_into_raw_is_skipped_with_the_reason(messy: Path) -> None:
+    from tuning.data.dedup import dedup
+    from tuning.data.images import SKIP_BAD_NAME
+    from tuning.data.stats import dataset_stats
+
+    bad = Path(os.fsdecode(os.path.join(os.fsencode(messy / "raw" / "cats"), b"bad\xffname.jpg")))
+    _noise((30, 30), 77).save(bad, "JPEG")
+    assert dict(prepare(messy, size=16).skipped)["raw/cats/bad\\xffname.jpg"] == SKIP_BAD_NAME
+    (messy / "manifest.csv").read_bytes().decode("utf-8")
+    dedup(messy)
+    assert dataset_stats(messy).reasons[SKIP_BAD_NAME] == 1
+
+
+def test_size_must_be_positive_and_per_class_above_a_class_warns(messy: Path) -> None:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    for size in (0, -3):
+        with pytest.raises(DataError, match=f"--size must be a positive number of pixels, got {size}"):
+            prepare(messy, size=size)
+        result = CliRunner().invoke(cli, ["data", "prepare", str(messy), "--size", str(size)])
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    report = prepare(messy, size=16, per_class=9)
+    assert report.warnings == ["--per-class 9 is above the 8 usable image(s) of class 'cats': all of them are kept, "
+                               "so the classes are not balanced"]
+    result = CliRunner().invoke(cli, ["data", "prepare", str(messy), "--size", "16", "--per-class", "9"])
+    assert result.exit_code == 0 and "Warning: --per-class 9 is above" in result.output

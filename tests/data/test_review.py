@@ -361,3 +361,32 @@ def test_browser_ticks_two_images_saves_rejects_and_apply_marks_them(dataset: Pa
             assert new == {**old, "status": "rejected"}
         else:
             assert new == old
+
+
+def _header_only_png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_a_13k_png_thumbnail_is_refused_as_a_decompression_bomb(dataset: Path) -> None:
+    from tuning.data.review import _safe_thumbnail
+
+    bomb = dataset / "raw" / "Action" / "bomb.png"
+    bomb.write_bytes(_header_only_png(13_000, 13_000))  # Pillow alone would only warn, then decode it all
+    assert "decompression bomb" in _safe_thumbnail(bomb, 128)
+    write_review(dataset)
+    page = (dataset / "review" / "Action.html").read_text(encoding="utf-8")
+    assert "bomb.png" in page and "decompression bomb" in page
+
+
+def test_review_rescans_files_added_since_the_manifest(dataset: Path) -> None:
+    write_review(dataset)
+    _noise((30, 30), 99).save(dataset / "raw" / "Action" / "later.jpg")
+    write_review(dataset)
+    assert "later.jpg" in (dataset / "review" / "Action.html").read_text(encoding="utf-8")

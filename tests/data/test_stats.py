@@ -54,3 +54,12 @@ def test_cli_stats_prints_json_and_a_table(tmp_path: Path) -> None:
     assert "Skipped 3 file(s)" in result.output
     result = CliRunner().invoke(cli, ["data", "stats", str(tmp_path / "none")])
     assert result.exit_code == 1 and "no such dataset folder" in result.output
+
+
+def test_stats_rescan_raw_instead_of_reading_a_stale_manifest(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "d")
+    dataset_stats(root)
+    Image.new("RGB", (10, 10)).save(root / "raw" / "dogs" / "new.png")
+    (root / "raw" / "cats" / ".DS_Store").write_bytes(b"\0")
+    st = dataset_stats(root)
+    assert st.files == 9 and st.per_class["dogs"]["ok"] == 3 and st.reasons["hidden file"] == 1

@@ -19,21 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuning import _io
-from tuning.data.images import IMAGE_SUFFIXES
+from tuning.data.images import (
+    SKIP_HIDDEN,
+    SKIP_LOOSE,
+    SKIP_NOT_IMAGE,
+    printable,
+    safe_name,
+    scan_class_folders,
+)
 from tuning.data.manifest import build_manifest
 from tuning.errors import DataError
 
+__all__ = ["SKIP_CONFLICT", "SKIP_HIDDEN", "SKIP_LOOSE", "SKIP_NOT_IMAGE", "SKIP_UNREADABLE", "ImportReport",
+           "import_folder"]
+
 Progress = Callable[[int, int], None]
 SKIP_CONFLICT = "a different file is already at the destination"
-SKIP_NOT_IMAGE = "not an image file"
-SKIP_HIDDEN = "hidden file"
 SKIP_UNREADABLE = "cannot be read"
-SKIP_LOOSE = "not in a class folder"
 
 
 @dataclass
 class ImportReport:
-    """Counts per class, what was skipped and why, and the manifest built afterwards."""
+    """Counts per class, what was skipped or renamed and why, and the manifest built afterwards."""
 
     source: Path
     dataset: Path
@@ -43,14 +50,14 @@ class ImportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: (source path with bad bytes escaped, manifest path it was copied to) for names that were not UTF-8.
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    #: (source path, manifest path) of files not copied because different bytes already have their name.
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
 
     def reasons(self) -> Counter[str]:
         """Skipped files per reason (files already imported are not skipped: they are in the dataset)."""
         return Counter(reason for _, reason in self.skipped)
-
-
-def _is_hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
@@ -67,8 +74,18 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _safe_rel(rel: Path) -> Path:
+    """``rel`` with every name that is not valid UTF-8 replaced by ``images.safe_name`` (bad bytes to ``_``
+    plus a hash of them), so the manifest, which is UTF-8 text, can name the copy and every step can open it."""
+    return Path(*(safe_name(part) for part in rel.parts))
+
+
 def import_folder(source: Path, out: Path, *, progress: Progress | None = None) -> ImportReport:
-    """Copy every image under ``source/<class>/**`` to ``out/raw/<class>/**`` and build ``out/manifest.csv``."""
+    """Copy every image under ``source/<class>/**`` to ``out/raw/<class>/**`` and build ``out/manifest.csv``.
+
+    What is an image is ``images.scan_class_folders``'s rule, the one prepare applies to raw/ too; links out of
+    ``source``, linked folders, FIFOs and hidden files are skipped with their reason, never followed or opened.
+    """
     started = time.perf_counter()
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -76,58 +93,56 @@ def import_folder(source: Path, out: Path, *, progress: Progress | None = None) 
     src_real, out_real = source.resolve(), out.resolve()
     if out_real == src_real or out_real.is_relative_to(src_real) or src_real.is_relative_to(out_real / "raw"):
         raise DataError(f"--out {out}: must be outside {source}; choose a separate dataset folder")
-    classes = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    scan = scan_class_folders(source)
+    classes = scan.classes
     if len(classes) < 2:
-        found = ", ".join(p.name for p in classes) or "none"
+        found = ", ".join(printable(p.name) for p in classes) or "none"
         raise DataError(f"{source}: found {len(classes)} class folder(s) ({found}); put each class's images in "
                         f"its own sub-folder, {source}/<class>/, with at least two classes")
+    skipped = list(scan.skipped)
+    labels = {c.name: safe_name(c.name) for c in classes}
     plan: list[tuple[Path, Path, str]] = []
-    skipped = [(p.name, SKIP_LOOSE) for p in sorted(source.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    empty: list[str] = []
-    for class_dir in classes:
-        n_images = 0
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file():
-                continue
-            rel = path.relative_to(source)
-            if _is_hidden(path.relative_to(class_dir)):
-                skipped.append((rel.as_posix(), SKIP_HIDDEN))
-            elif path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append((rel.as_posix(), SKIP_NOT_IMAGE))
-            else:
-                plan.append((path, out / "raw" / rel, class_dir.name))
-                n_images += 1
-        if n_images == 0:
-            empty.append(class_dir.name)
-    copied = dict.fromkeys((c.name for c in classes), 0)
-    present = dict.fromkeys((c.name for c in classes), 0)
+    renamed: list[tuple[str, str]] = []
+    conflicts: list[tuple[str, str]] = []
+    for path, label in scan.files:
+        rel = path.relative_to(source)
+        safe = _safe_rel(rel)
+        if safe != rel:
+            renamed.append((printable(rel.as_posix()), f"raw/{safe.as_posix()}"))
+        plan.append((path, out / "raw" / safe, labels[label]))
+    used = {label for _, _, label in plan}
+    empty = [labels[c.name] for c in classes if labels[c.name] not in used]
+    copied = dict.fromkeys(labels.values(), 0)
+    present = dict.fromkeys(labels.values(), 0)
     try:
         (out / "raw").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"--out {out}: cannot create the folder ({exc.strerror or exc}); "
                         "choose a writable one") from None
     for i, (src, dst, label) in enumerate(plan, start=1):
-        name = src.relative_to(source).as_posix()
+        name = printable(src.relative_to(source).as_posix())
         try:
-            if dst.exists():
-                if dst.is_file() and _same_bytes(src, dst):
+            if dst.exists() or dst.is_symlink():
+                if dst.is_file() and not dst.is_symlink() and _same_bytes(src, dst):
                     present[label] += 1
                 else:
                     skipped.append((name, SKIP_CONFLICT))
+                    conflicts.append((name, dst.relative_to(out).as_posix()))
             else:
                 _copy(src, dst)
                 copied[label] += 1
         except OSError as exc:
             if os.access(src, os.R_OK):
-                raise DataError(f"--out {out}: cannot write {dst.parent} ({exc.strerror or exc}); "
-                                "choose a writable folder") from None
+                raise DataError(f"--out {out}: cannot write {printable(str(dst.parent))} "
+                                f"({exc.strerror or exc}); choose a writable folder") from None
             skipped.append((name, f"{SKIP_UNREADABLE}: {exc.strerror or type(exc).__name__}"))
         if progress:
             progress(i, len(plan))
     rows = build_manifest(out)
     unreadable = [(r["path"], r["status"].removeprefix("unreadable:")) for r in rows
                   if r["status"].startswith("unreadable:")]
-    return ImportReport(source, out, copied, present, empty, skipped, unreadable, time.perf_counter() - started)
+    return ImportReport(source, out, copied, present, empty, skipped, unreadable, time.perf_counter() - started,
+                        renamed, conflicts)
 
 
 def _copy(src: Path, dst: Path) -> None:

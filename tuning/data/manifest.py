@@ -14,16 +14,19 @@ import io
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from tuning import _io
 from tuning.data.hashing import DECODE_SIZE, phash_pair
-from tuning.data.images import image_files, open_image, to_rgb, unreadable_reason
+from tuning.data.images import SKIP_BAD_NAME, is_utf8, open_image, scan_class_folders, to_rgb, unreadable_reason
 from tuning.errors import DataError
 
 MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "group", "status", "source_url", "license",
-                    "creator")
+                    "creator", "bytes", "mtime_ns")
+#: What a row was described from: a file whose size or modification time differs is described again.
+FILE_STAMP = ("bytes", "mtime_ns")
 #: Columns a collector or a person fills in; re-describing a file never overwrites them.
 PROVENANCE = ("source_url", "license", "creator")
 Progress = Callable[[int, int], None]
@@ -45,18 +48,46 @@ def raw_dir(dataset: Path) -> Path:
     return raw
 
 
-def class_dirs(dataset: Path) -> list[Path]:
-    """The class folders under raw/, empty ones included (hidden folders are not classes)."""
-    raw = raw_dir(dataset)
-    return sorted(p for p in raw.iterdir() if p.is_dir() and not p.name.startswith("."))
+@dataclass
+class RawScan:
+    """The image files under raw/ as (manifest path, class), the class names, and every other entry with why it
+    is not used (paths relative to the dataset, like manifest paths)."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def scan_raw(dataset: Path) -> list[tuple[str, str]]:
-    """(manifest path, class) for every image file under raw/<class>/, nested folders included."""
-    found: list[tuple[str, str]] = []
-    for class_dir in class_dirs(dataset):
-        found.extend((path.relative_to(dataset).as_posix(), class_dir.name) for path in image_files(class_dir))
+def scan_raw(dataset: Path) -> RawScan:
+    """Walk raw/ by the rule import walks its source with (``images.scan_class_folders``).
+
+    A name that is not valid UTF-8 (put into raw/ by hand; import renames them) is skipped with the reason
+    instead of reaching the manifest, which is UTF-8 text every step must be able to read and write.
+    """
+    scan = scan_class_folders(raw_dir(dataset))
+    found = RawScan(skipped=[(f"raw/{rel}", reason) for rel, reason in scan.skipped])
+    bad_classes = set()
+    for class_dir in scan.classes:
+        if is_utf8(class_dir.name):
+            found.classes.append(class_dir.name)
+        else:
+            bad_classes.add(class_dir.name)
+            found.skipped.append((f"raw/{os.fsencode(class_dir.name).decode('utf-8', 'backslashreplace')}/",
+                                  SKIP_BAD_NAME))
+    for path, label in scan.files:
+        rel = path.relative_to(dataset).as_posix()
+        if label in bad_classes:
+            continue
+        if is_utf8(rel):
+            found.files.append((rel, label))
+        else:
+            found.skipped.append((os.fsencode(rel).decode("utf-8", "backslashreplace"), SKIP_BAD_NAME))
     return found
+
+
+def class_dirs(dataset: Path) -> list[Path]:
+    """The class folders under raw/, empty ones included (hidden, linked and non-UTF-8 folders are not classes)."""
+    return [Path(dataset) / "raw" / name for name in scan_raw(dataset).classes]
 
 
 def describe_file(dataset: Path, rel: str) -> dict[str, str]:
@@ -67,8 +98,11 @@ def describe_file(dataset: Path, rel: str) -> dict[str, str]:
     as decoding it.
     """
     row = dict.fromkeys(MANIFEST_COLUMNS, "")
-    data = (dataset / rel).read_bytes()
+    path = Path(dataset) / rel
+    st = os.stat(path)  # before reading: a write after it changes the stamp, so the next pass looks again
+    data = path.read_bytes()
     row["sha256"] = hashlib.sha256(data).hexdigest()
+    row["bytes"], row["mtime_ns"] = str(st.st_size), str(st.st_mtime_ns)
     try:
         with open_image(io.BytesIO(data)) as img:
             img.load()
@@ -82,32 +116,69 @@ def describe_file(dataset: Path, rel: str) -> dict[str, str]:
     return row
 
 
-def build_manifest(dataset: Path, *, progress: Progress | None = None) -> list[dict[str, str]]:
-    """Scan raw/, hash and check every file, mark byte-identical copies.
+def build_manifest(
+    dataset: Path, *, progress: Progress | None = None, scan: RawScan | None = None
+) -> list[dict[str, str]]:
+    """Scan raw/, hash and check every new or changed file, mark byte-identical copies.
 
-    Rows already in the manifest are kept as they are; rows without a hash (written by a collector) are
-    described now, keeping their provenance columns and a person's ``rejected`` status.
+    A row is described again whenever its file's size or modification time differs from the row's (rows of
+    older manifests, without those columns, once): a file replaced by a corrupt one, or a broken one repaired,
+    is seen on the next pass of any step. If the SHA-256 is unchanged (a ``touch``), the old row stays, with
+    its group; otherwise the new description replaces it, keeping provenance and a person's ``rejected``.
+    Pass ``scan`` to learn what the walk skipped without walking twice. The manifest is written only when a
+    row changed, so reading an up-to-date dataset needs no write access.
     """
     dataset = Path(dataset)
-    existing = {row["path"]: row for row in read_manifest(dataset)} if (dataset / "manifest.csv").is_file() else {}
-    files = scan_raw(dataset)
-    check_writable(dataset)
-    todo = [rel for rel, _ in files if not existing.get(rel, {}).get("sha256")]
+    manifest = dataset / "manifest.csv"
+    old_rows = read_manifest(dataset) if manifest.is_file() else []
+    existing = {row["path"]: row for row in old_rows}
+    scan = scan_raw(dataset) if scan is None else scan
+    files = []
+    todo = []
+    for rel, label in scan.files:
+        try:
+            st = os.stat(dataset / rel)
+        except OSError as exc:  # removed or replaced by something else since the walk
+            scan.skipped.append((rel, f"cannot be read: {exc.strerror or type(exc).__name__}"))
+            continue
+        files.append((rel, label))
+        old = existing.get(rel, {})
+        if not old.get("sha256") or (old.get("bytes"), old.get("mtime_ns")) != (str(st.st_size), str(st.st_mtime_ns)):
+            todo.append(rel)
+    if todo:
+        check_writable(dataset)
     described: dict[str, dict[str, str]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for i, (rel, row) in enumerate(zip(todo, pool.map(lambda r: describe_file(dataset, r), todo)), start=1):
-            described[rel] = row
+        for i, (rel, row) in enumerate(zip(todo, pool.map(lambda r: _describe_or_reason(dataset, r), todo)), start=1):
+            if isinstance(row, str):
+                scan.skipped.append((rel, row))
+            else:
+                described[rel] = row
             if progress:
                 progress(i, len(todo))
-    rows = [_merge(existing.get(rel), described.get(rel), rel, label) for rel, label in files]
+    waiting = set(todo)
+    rows = [_merge(existing.get(rel), described.get(rel), rel, label) for rel, label in files
+            if rel in described or rel not in waiting]
     _mark_exact_copies(rows)
-    write_manifest(dataset, rows)
+    if rows != old_rows or not manifest.is_file():
+        check_writable(dataset)
+        write_manifest(dataset, rows)
     return rows
+
+
+def _describe_or_reason(dataset: Path, rel: str) -> dict[str, str] | str:
+    """The row, or why the file could not even be opened (removed since the walk, no read permission)."""
+    try:
+        return describe_file(dataset, rel)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or type(exc).__name__}"
 
 
 def _merge(old: dict[str, str] | None, new: dict[str, str] | None, rel: str, label: str) -> dict[str, str]:
     if new is None:
-        return old  # type: ignore[return-value]  # described rows are exactly those missing from ``old``
+        return {**old, "label": label}  # type: ignore[dict-item]  # rows not described are exactly those in ``old``
+    if old and old.get("sha256") == new["sha256"]:
+        return {**old, "label": label, **{k: new[k] for k in FILE_STAMP}}  # same bytes: same verdict and group
     row = {**new, "path": rel, "label": label}
     if old:
         row.update({k: old[k] for k in PROVENANCE if old.get(k)})
@@ -182,6 +253,13 @@ def read_manifest(dataset: Path) -> list[dict[str, str]]:
 
 
 def write_manifest(dataset: Path, rows: list[dict[str, str]]) -> None:
+    """Write the rows as UTF-8 CSV, atomically; a value that is not valid text is refused before anything is
+    written (the scan keeps such names out, so this guards the file, not the user)."""
+    for row in rows:
+        if not all(is_utf8(str(v)) for v in row.values() if v):
+            name = os.fsencode(str(row.get("path", ""))).decode("utf-8", "backslashreplace")
+            raise DataError(f"{Path(dataset) / 'manifest.csv'}: row {name} holds text that is not valid UTF-8; "
+                            "rename the file and rerun")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()

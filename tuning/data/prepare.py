@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,23 +15,27 @@ from pathlib import Path
 import numpy as np
 
 from tuning import _io
-from tuning.data.images import load_rgb
+from tuning.data.images import load_rgb, unreadable_reason
 from tuning.data.manifest import (
     Progress,
     build_manifest,
     check_writable,
-    class_dirs,
     manifest_digest,
-    manifest_files,
     raw_dir,
     read_only_message,
     scan_raw,
+    write_manifest,
 )
 from tuning.errors import DataError
 
 CACHE_VERSION = 3
 #: How ``prepare`` evens out the classes: drop images down to the smallest class, or keep all and weight them.
 BALANCE_MODES = ("undersample", "weights")
+#: A temporary file in cache/ untouched this long belongs to no running prepare (a writer touches its file
+#: continuously), so it is what a killed one left.
+STALE_TMP_SECONDS = 60
+#: What ``np.load`` raises on a truncated, empty or foreign cache file: a reason to rebuild, never a traceback.
+BAD_CACHE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class PrepareReport:
     cache: Path | None = None
     balance: str = "undersample"
     class_weights: dict[str, float] = field(default_factory=dict)
+    #: Things the user asked for that could not be done as asked (a --per-class above a class's size).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _balance(labels: np.ndarray, groups: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -83,6 +91,29 @@ def cache_path(dataset: Path, size: int) -> Path:
     return Path(dataset) / "cache" / f"{size}px.npz"
 
 
+def check_size(size: int) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise DataError(f"--size must be a positive number of pixels, got {size}")
+
+
+def remove_stale_tmp(dataset: Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files a killed prepare (or manifest write) left in the dataset and its cache/.
+
+    Only files older than ``STALE_TMP_SECONDS`` go: a prepare running beside this one is still writing its own.
+    """
+    now = time.time()
+    removed = []
+    for folder in (Path(dataset), Path(dataset) / "cache"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            try:
+                if tmp.is_file() and not tmp.is_symlink() and now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:
+                continue  # gone already, or not ours to delete: the cache itself is unaffected
+    return removed
+
+
 def prepare(
     dataset: Path, *, size: int, seed: int = 0, per_class: int | None = None, balance: str = "undersample",
     progress: Progress | None = None,
@@ -94,6 +125,7 @@ def prepare(
     wastes nothing when one class is much smaller than the others.
     """
     dataset = Path(dataset)
+    check_size(size)
     if balance not in BALANCE_MODES:
         raise DataError(f"--balance: unknown mode '{balance}'; known: {', '.join(BALANCE_MODES)}")
     if balance == "weights" and per_class is not None:
@@ -102,29 +134,38 @@ def prepare(
         raise DataError(f"--per-class must be >= 1, got {per_class}")
     raw_dir(dataset)
     check_writable(dataset)
-    rows = build_manifest(dataset, progress=progress)
-    skipped = [(r["path"], r["status"]) for r in rows if r["status"] != "ok"]
-    usable = [r for r in rows if r["status"] == "ok"]
-    classes = tuple(d.name for d in class_dirs(dataset))
-    available = {c: sum(r["label"] == c for r in usable) for c in classes}
+    remove_stale_tmp(dataset)
+    scan = scan_raw(dataset)
+    rows = build_manifest(dataset, progress=progress, scan=scan)
+    classes = tuple(scan.classes)
     if len(classes) < 2:
         raise DataError(f"{dataset}: found {len(classes)} class folder(s) under raw/; a classifier needs at least "
                         f"two (put each class's images in raw/<class>/)")
-    empty = [c for c, n in available.items() if n == 0]
-    if empty:
-        raise DataError(f"{dataset}: class '{empty[0]}' has no readable image; add images or remove raw/{empty[0]}/")
-    labels = np.array([classes.index(r["label"]) for r in usable])
-    groups = np.array([r["group"] for r in usable])
-    if balance == "weights":
-        target = 0
-        keep = np.arange(len(usable), dtype=np.int64)
-        weights = np.array([len(usable) / (len(classes) * available[c]) for c in classes])
-    else:
-        target = min(available.values()) if per_class is None else per_class
-        keep = _balance(labels, groups, target, seed)
-        weights = np.ones(len(classes))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        x = np.stack(list(pool.map(lambda i: load_rgb(dataset / usable[i]["path"], size), keep)))
+    pixels: dict[str, np.ndarray] = {}
+    while True:  # once, unless a file fails to decode although its manifest row says ok (see _decode)
+        usable = [r for r in rows if r["status"] == "ok"]
+        available = {c: sum(r["label"] == c for r in usable) for c in classes}
+        empty = [c for c, n in available.items() if n == 0]
+        if empty:
+            raise DataError(f"{dataset}: class '{empty[0]}' has no readable image; add images or remove "
+                            f"raw/{empty[0]}/")
+        labels = np.array([classes.index(r["label"]) for r in usable])
+        groups = np.array([r["group"] for r in usable])
+        if balance == "weights":
+            target = 0
+            keep = np.arange(len(usable), dtype=np.int64)
+            weights = np.array([len(usable) / (len(classes) * available[c]) for c in classes])
+        else:
+            target = min(available.values()) if per_class is None else per_class
+            keep = _balance(labels, groups, target, seed)
+            weights = np.ones(len(classes))
+        if not _decode(dataset, rows, [usable[i]["path"] for i in keep], size, pixels):
+            break
+    skipped = scan.skipped + [(r["path"], r["status"]) for r in rows if r["status"] != "ok"]
+    warnings = [f"--per-class {per_class} is above the {available[c]} usable image(s) of class '{c}': all of them "
+                f"are kept, so the classes are not balanced" for c in classes
+                if per_class is not None and available[c] < per_class]
+    x = np.stack([pixels[usable[i]["path"]] for i in keep])
     ids = np.array([usable[i]["path"] for i in keep])
     out = cache_path(dataset, size)
     try:
@@ -139,7 +180,35 @@ def prepare(
         raise DataError(read_only_message(dataset, f"{out} cannot be saved ({exc.strerror or exc})")) from None
     kept = {c: int((labels[keep] == i).sum()) for i, c in enumerate(classes)}
     return PrepareReport(dataset, size, available, kept, skipped, out, balance,
-                         {c: round(float(w), 6) for c, w in zip(classes, weights)})
+                         {c: round(float(w), 6) for c, w in zip(classes, weights)}, warnings)
+
+
+def _decode(dataset: Path, rows: list[dict[str, str]], paths: list[str], size: int,
+            pixels: dict[str, np.ndarray]) -> bool:
+    """Decode ``paths`` into ``pixels``; a file that fails is marked ``unreadable:`` in the manifest.
+
+    The manifest re-describes files whose size or time changed, but a file replaced with both kept (``cp -p``,
+    a restored backup) still reaches here with an ``ok`` row. Its failure is then recorded like any unreadable
+    file, naming it, and the caller balances again without it. Returns whether any file failed.
+    """
+    todo = [p for p in paths if p not in pixels]
+
+    def load(rel: str) -> np.ndarray | str:
+        try:
+            return load_rgb(dataset / rel, size)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure skips the file, never stops the run
+            return unreadable_reason(exc)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(todo, pool.map(load, todo)))
+    failed = {rel: why for rel, why in results.items() if isinstance(why, str)}
+    pixels.update({rel: arr for rel, arr in results.items() if not isinstance(arr, str)})
+    for row in rows:
+        if row["path"] in failed:
+            row["status"] = f"unreadable:{failed[row['path']]}"
+    if failed:
+        write_manifest(dataset, rows)
+    return bool(failed)
 
 
 def load_prepared(
@@ -153,6 +222,7 @@ def load_prepared(
     """
     dataset = Path(dataset)
     raw_dir(dataset)
+    check_size(size)
     if seed is None and per_class is None and balance is None:
         seed, per_class, balance = cache_settings(dataset) or (0, None, "undersample")
     seed = 0 if seed is None else seed
@@ -161,6 +231,14 @@ def load_prepared(
     if not (path.exists() and (dataset / "manifest.csv").exists()
             and _is_fresh(dataset, path, seed, per_class, balance)):
         prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
+    try:
+        return _read_cache(path, size)
+    except BAD_CACHE:  # whole at its end (np.load read the zip directory) but damaged inside: make it again
+        prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
+        return _read_cache(path, size)
+
+
+def _read_cache(path: Path, size: int) -> Prepared:
     with np.load(path) as npz:
         return Prepared(npz["x"], npz["y"].astype(np.int64), npz["ids"], npz["groups"],
                         tuple(npz["classes"].tolist()), size, tuple(float(w) for w in npz["class_weights"]))
@@ -173,7 +251,7 @@ def cache_settings(dataset: Path) -> tuple[int, int | None, str] | None:
         try:
             with np.load(path) as npz:
                 meta = npz["meta"].tolist()
-        except (OSError, ValueError, KeyError):
+        except BAD_CACHE:
             continue  # a half-written or foreign file: not a setting to follow
         if len(meta) == 6 and meta[0] == CACHE_VERSION:
             _, seed, _, _, mode, asked = meta  # asked: --per-class, 0 when it was the smallest class
@@ -182,14 +260,22 @@ def cache_settings(dataset: Path) -> tuple[int, int | None, str] | None:
 
 
 def _is_fresh(dataset: Path, path: Path, seed: int, per_class: int | None, balance: str) -> bool:
-    """Whether the cache was made by this code version and settings from the current manifest and files."""
-    with np.load(path) as npz:
-        meta = npz["meta"].tolist()
-        digest = str(npz["manifest"])
+    """Whether the cache was made by this code version and settings from the current manifest and files.
+
+    The manifest is brought up to date first (cheap when nothing changed: one ``stat`` per file), so a file
+    added, removed or replaced since the cache was made changes the digest and the cache is rebuilt. A cache
+    ``np.load`` cannot read (truncated by a full disk, a foreign file) is simply not fresh.
+    """
+    try:
+        with np.load(path) as npz:
+            meta = npz["meta"].tolist()
+            digest = str(npz["manifest"])
+    except BAD_CACHE:
+        return False
     if len(meta) != 6 or meta[0] != CACHE_VERSION:
         return False
     _, cache_seed, cache_per_class, _, mode, _ = meta
-    return (
-        cache_seed == seed and per_class in (None, cache_per_class) and BALANCE_MODES[mode] == balance
-        and digest == manifest_digest(dataset) and scan_raw(dataset) == manifest_files(dataset)
-    )
+    if not (cache_seed == seed and per_class in (None, cache_per_class) and BALANCE_MODES[mode] == balance):
+        return False
+    build_manifest(dataset)
+    return digest == manifest_digest(dataset)

@@ -24,8 +24,8 @@ from urllib.parse import quote
 from PIL import Image
 
 from tuning import _io
-from tuning.data.images import to_rgb
-from tuning.data.manifest import build_manifest, raw_dir, read_manifest, status_kind, write_manifest
+from tuning.data.images import load_small_rgb, unreadable_reason
+from tuning.data.manifest import build_manifest, raw_dir, status_kind, write_manifest
 from tuning.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -69,11 +69,14 @@ class ApplyReport:
 
 
 def _rows(dataset: Path) -> tuple[list[dict[str, str]], bool]:
-    """The manifest rows, building the manifest first when the dataset has none yet."""
+    """The manifest rows after a rescan of raw/ (new or changed files described), and whether it was new.
+
+    Never the stale file as it is: a review of an image replaced since, or a rejects list applied to rows of
+    files long gone, would show or mark the wrong picture.
+    """
     raw_dir(dataset)
-    if (dataset / "manifest.csv").exists():
-        return read_manifest(dataset), False
-    return build_manifest(dataset), True
+    built = not (dataset / "manifest.csv").exists()
+    return build_manifest(dataset), built
 
 
 def _unreadable(row: dict[str, str]) -> bool:
@@ -82,12 +85,12 @@ def _unreadable(row: dict[str, str]) -> bool:
 
 # ----- contact sheets ------------------------------------------------------------------------------------
 def _thumbnail(path: Path, size: int) -> tuple[str, int, int]:
-    """A ``data:`` URI of a small JPEG; JPEGs decode at reduced scale first, which is what makes thousands fast."""
-    with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        img.seek(0)
-        rgb = to_rgb(img)
+    """A ``data:`` URI of a small JPEG; JPEGs decode at reduced scale first, which is what makes thousands fast.
+
+    Decoded through ``images.load_small_rgb``, the guarded open every step uses: a 13k x 13k PNG is refused as
+    a decompression bomb from its header instead of being decoded in full (Pillow itself only warns there).
+    """
+    rgb = load_small_rgb(path, size)
     rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=70, optimize=True)
@@ -170,7 +173,7 @@ def _safe_thumbnail(path: Path, size: int) -> tuple[str, int, int] | str:
     except FileNotFoundError:
         return "file missing"
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a review of thousands
-        return (str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__) or "unreadable"
+        return unreadable_reason(exc) or "unreadable"
 
 
 _STYLE = """

@@ -1,8 +1,8 @@
 """What a dataset holds, from its manifest: per class and status, image sizes, and why files are left out.
 
 The numbers someone checks before a long search: is a class too small, are many images tiny, how many files were
-dropped and for what reason. Everything comes from manifest.csv (built first when missing), so it is instant
-even for a large set.
+dropped and for what reason. Everything comes from manifest.csv, brought up to date first (only new or changed
+files are described, one ``stat`` per file otherwise), so the numbers are never those of a stale manifest.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tuning.data.manifest import build_manifest, class_dirs, raw_dir, read_manifest, status_kind
+from tuning.data.manifest import build_manifest, raw_dir, scan_raw, status_kind
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,11 @@ class SizeSummary:
 
 @dataclass(frozen=True)
 class DatasetStats:
-    """Counts per class (rows and usable images), per status kind, per skip reason, and the image sizes."""
+    """Counts per class (rows and usable images), per status kind, per skip reason, and the image sizes.
+
+    ``reasons`` counts the manifest's excluded rows and the files the raw/ walk skipped (hidden, links out of
+    the folder, names that are not UTF-8, ...), each by its reason.
+    """
 
     dataset: Path
     files: int
@@ -54,18 +58,20 @@ def _reason(status: str) -> str:
 
 
 def dataset_stats(dataset: Path) -> DatasetStats:
-    """Summarise ``dataset``'s manifest; a dataset without one gets it built (the same scan prepare does)."""
+    """Summarise ``dataset``'s manifest after rescanning raw/ (the same scan and update prepare does)."""
     dataset = Path(dataset)
     raw_dir(dataset)
     built = not (dataset / "manifest.csv").exists()
-    rows = build_manifest(dataset) if built else read_manifest(dataset)
-    per_class: dict[str, dict[str, int]] = {d.name: {"files": 0, "ok": 0} for d in class_dirs(dataset)}
+    scan = scan_raw(dataset)
+    rows = build_manifest(dataset, scan=scan)
+    per_class: dict[str, dict[str, int]] = {name: {"files": 0, "ok": 0} for name in scan.classes}
     for row in rows:
         entry = per_class.setdefault(row["label"], {"files": 0, "ok": 0})
         entry["files"] += 1
         entry["ok"] += row["status"] == "ok"
     per_status = Counter(status_kind(r["status"]) for r in rows)
     reasons = Counter(_reason(r["status"]) for r in rows if r["status"] != "ok")
+    reasons.update(reason for _, reason in scan.skipped)
     readable = [r for r in rows if r["width"] and r["height"] and r["status"] == "ok"]
     sizes = None
     if readable:
