@@ -327,6 +327,8 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
                        f"val_acc {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
+        elif kind == "note":  # an engine explains why the study holds fewer or other trials than asked
+            click.echo(event["message"])
         elif kind == "retrain":
             click.echo("Retraining the best configuration on the training split, then one test evaluation...")
 

@@ -96,7 +96,10 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
         space = space.with_search([p for p in space.staged_order if p not in chosen.fixed])
     epochs = request.epochs or chosen.epochs
     space = space.with_base({"epochs": epochs})
-    trials = plan_size(space) if request.engine == "staged" else request.trials or chosen.trials
+    if request.engine == "staged":  # --trials stops the plan early (a rerun with more continues it)
+        trials = min(request.trials, plan_size(space)) if request.trials else plan_size(space)
+    else:
+        trials = request.trials or chosen.trials
     if request.engine == "optuna" and request.sampler == "grid":
         grid = math.prod(len(space.params[p].grid_values()) for p in space.search)
         trials = min(trials, grid)  # the grid sampler repeats points once every one was tried

@@ -48,7 +48,7 @@ def test_staged_visits_the_grid_in_declared_order_and_resumes_mid_stage(
 ) -> None:
     folder = tmp_path / "staged"
     config, space, data = _setup(tiny_dataset, _staged_space(tiny_space, tmp_path), folder, engine="staged")
-    assert config.trials == 5  # base + 2 learning rates + 2 dropouts (the base's own value is not retried)
+    assert config.trials == 4  # base + 1 new learning rate + 2 dropouts (the base's own value is not retried)
     started: list[dict] = []
 
     def stop_at_third(event: dict) -> None:
@@ -72,6 +72,36 @@ def test_staged_visits_the_grid_in_declared_order_and_resumes_mid_stage(
     best_lr = max(completed[:2], key=lambda t: t.value).params["learning_rate"]
     assert [t.params for t in completed[2:]] == [{"learning_rate": best_lr, "dropout": d} for d in (0.1, 0.3)]
     assert interrupted.params == completed[2].params  # the interrupted configuration was run again
+
+
+def test_staged_honours_trials_and_a_rerun_with_more_continues_the_plan(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`--engine staged --trials 2` trains two configurations of the four-trial plan and says so; asking for
+    the whole plan afterwards trains only the two it had not reached."""
+    path = _staged_space(tiny_space, tmp_path)
+    folder = tmp_path / "staged"
+    config, space, data = _setup(tiny_dataset, path, folder, engine="staged", trials=2)
+    assert config.trials == 2
+    events: list[dict] = []
+    study = run_engine(config, space, data, folder, on_event=events.append)
+    first = [(t.params, t.user_attrs["stage"]) for t in study.get_trials(deepcopy=False)]
+    assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["COMPLETE", "COMPLETE"]
+    assert [stage for _, stage in first] == ["base", "learning_rate"]
+    assert [e["message"] for e in events if e["event"] == "note"] == [
+        "Staged: stopped after 2 finished trials of the plan's 4 (--trials 2); rerun with --trials 4 to continue "
+        "the plan"]
+
+    config, space, data = _setup(tiny_dataset, path, folder, engine="staged")  # no --trials: the whole plan
+    assert config.trials == 4
+    events.clear()
+    study = run_engine(config, space, data, folder, on_event=events.append)
+    trials = study.get_trials(deepcopy=False)
+    assert [(t.params, t.user_attrs["stage"]) for t in trials[:2]] == first
+    assert [t.user_attrs["stage"] for t in trials[2:]] == ["dropout", "dropout"]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert sum(e["event"] == "trial_start" for e in events) == 2  # the first two were looked up, not retrained
+    assert not [e for e in events if e["event"] == "note"]
 
 
 def test_nan_loss_fails_its_trial_with_the_reason_and_the_study_goes_on(
