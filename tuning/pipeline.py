@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
@@ -24,6 +24,9 @@ from tuning.study import (
     study_paths,
     write_config,
 )
+
+if TYPE_CHECKING:
+    from tuning.train import TrialData
 
 
 @dataclass
@@ -207,18 +210,21 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     """
     from tuning import runtime
     from tuning.engines._storage import open_storage
+    from tuning.train import TrialData, check_trainable
 
     start = time.perf_counter()
     config, space, folder, budget = _resolve(request, None)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
+    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
+    check_trainable(data, space)  # a split without some class in train/val/test: refused before the folder
     write_config(folder, config)
     with runtime.applied(config.runtime):
-        return _execute(request, config, space, folder, budget, on_event=on_event, start=start)
+        return _execute(request, config, space, folder, budget, data, on_event=on_event, start=start)
 
 
-def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str, *,
-             on_event: OnEvent, start: float) -> SearchOutcome | None:
+def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str,
+             data: TrialData, *, on_event: OnEvent, start: float) -> SearchOutcome | None:
     on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
 
     from tuning.engines import run_engine
@@ -228,9 +234,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
-    from tuning.train import TrialData
 
-    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
     else:

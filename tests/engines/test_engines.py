@@ -74,36 +74,6 @@ def test_staged_visits_the_grid_in_declared_order_and_resumes_mid_stage(
     assert interrupted.params == completed[2].params  # the interrupted configuration was run again
 
 
-def test_staged_honours_trials_and_a_rerun_with_more_continues_the_plan(
-    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
-) -> None:
-    """`--engine staged --trials 2` trains two configurations of the four-trial plan and says so; asking for
-    the whole plan afterwards trains only the two it had not reached."""
-    path = _staged_space(tiny_space, tmp_path)
-    folder = tmp_path / "staged"
-    config, space, data = _setup(tiny_dataset, path, folder, engine="staged", trials=2)
-    assert config.trials == 2
-    events: list[dict] = []
-    study = run_engine(config, space, data, folder, on_event=events.append)
-    first = [(t.params, t.user_attrs["stage"]) for t in study.get_trials(deepcopy=False)]
-    assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["COMPLETE", "COMPLETE"]
-    assert [stage for _, stage in first] == ["base", "learning_rate"]
-    assert [e["message"] for e in events if e["event"] == "note"] == [
-        "Staged: stopped after 2 finished trials of the plan's 4 (--trials 2); rerun with --trials 4 to continue "
-        "the plan"]
-
-    config, space, data = _setup(tiny_dataset, path, folder, engine="staged")  # no --trials: the whole plan
-    assert config.trials == 4
-    events.clear()
-    study = run_engine(config, space, data, folder, on_event=events.append)
-    trials = study.get_trials(deepcopy=False)
-    assert [(t.params, t.user_attrs["stage"]) for t in trials[:2]] == first
-    assert [t.user_attrs["stage"] for t in trials[2:]] == ["dropout", "dropout"]
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
-    assert sum(e["event"] == "trial_start" for e in events) == 2  # the first two were looked up, not retrained
-    assert not [e for e in events if e["event"] == "note"]
-
-
 def test_nan_loss_fails_its_trial_with_the_reason_and_the_study_goes_on(
     tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -277,3 +247,16 @@ def test_the_cli_shows_a_too_small_split_as_one_line(tiny_space: Callable[[str],
     assert last.startswith(f"Error: {root}: class 'Romance' has no image in train or val with split 70/15/15")
     assert "Traceback" not in result.output and result.output.count("Error") == 1
     assert not (tmp_path / "runs" / "small" / "trials").exists()
+
+
+def test_a_too_small_split_leaves_no_study_folder(tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
+    """The split check runs before the study folder is written: the user's next try with more images starts
+    clean instead of meeting a half-made study."""
+    from tuning.pipeline import run_search
+
+    root = _lopsided(tmp_path, balance="weights")
+    folder = tmp_path / "runs" / "small"
+    with pytest.raises(DataError, match="class 'Romance' has no image in train or val"):
+        run_search(SearchRequest(model="alexnet", data=root, space=str(tiny_space("alexnet")), budget="quick",
+                                 trials=1, study=str(folder)))
+    assert not folder.exists()
