@@ -267,7 +267,7 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     from tuning.data.images import load_raw_rgb
     from tuning.errors import StudyError, UnknownNameError
     from tuning.export import load_model
-    from tuning.predict import load_predictor
+    from tuning.inference import load_predictor
 
     request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
                             trials=1, epochs=1, study="bf16", runs=tmp_path / "runs", seed=3,

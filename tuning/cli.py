@@ -532,7 +532,7 @@ def export(study: str, formats: str) -> None:
 def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None,
             safe: bool) -> None:
     """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel, .tflite or .onnx)."""
-    from tuning.predict import check_csv_target
+    from tuning.inference import check_csv_target
 
     if csv_file is not None:
         if as_json:
@@ -541,8 +541,8 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, cs
         check_csv_target(csv_file)
     runtime.load_tensorflow()
     from tuning import _io
-    from tuning.predict import predict as run_predict
-    from tuning.predict import predictions_table
+    from tuning.inference import predict as run_predict
+    from tuning.inference import predictions_table
 
     result = run_predict(model, list(images), top_k=top_k, safe=safe)
     for warning in result.warnings:
