@@ -391,6 +391,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial [budget's].")
 @click.option("--params", default=None, help="Comma-separated parameters to search [the space's search list].")
+@click.option("--split", default=None, metavar="TRAIN/VAL/TEST",
+              help="The split every trial is scored with, e.g. 80/10/10 [the space's base]; optimisers never "
+                   "search it (only --engine staged replays the study's split stage).")
 @click.option("--study", default=None, help="Study name (runs/NAME) [MODEL-DATA-BUDGET].")
 @click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -400,8 +403,8 @@ def _summary(outcome: Any) -> None:
 @handle_errors
 def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
            repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
-           epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int,
-           precision: str) -> None:
+           epochs: int | None, params: str | None, split: str | None, study: str | None, storage: str | None,
+           seed: int, precision: str) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
@@ -409,7 +412,7 @@ def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: 
         model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
         repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
         budget=budget,
-        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision,
+        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision, split=split,
         params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
     )
     _quiet_libraries()

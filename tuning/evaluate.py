@@ -169,7 +169,7 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
         if epochs == 0:
             raise StudyError(f"{folder}: best trial #{best.number} recorded no validation history, so the epoch "
                              "count for --fit-on train+val is unknown; use --fit-on train")
-    data = TrialData(Path(config.dataset), seed=config.seed, test_fraction=space.test_fraction())
+    data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
     with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
         return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on,
                                 seeds=seeds, epochs=epochs, hooks=hooks)

@@ -48,6 +48,7 @@ class SearchRequest:
     trials: int | None = None
     epochs: int | None = None
     params: tuple[str, ...] | None = None
+    split: str | None = None
     study: str | None = None
     storage: str | None = None
     seed: int = 0
@@ -97,6 +98,14 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
         space = space.with_search(request.params)
     elif request.engine == "staged":
         space = space.with_search([p for p in space.staged_order if p not in chosen.fixed])
+    if request.split is not None:
+        space = space.with_split(request.split)
+    if request.engine != "staged" and "split" in space.search:
+        if request.params is not None and "split" in request.params:
+            raise StudyError("--params split: the split is the evaluation protocol, not a hyperparameter (trials "
+                             "scored on different validation images cannot be ranked); fix it with --split SCHEME, "
+                             "or replay the study's split stage with --engine staged")
+        space = space.with_search([p for p in space.search if p != "split"])  # optimisers hold the split fixed
     epochs = request.epochs or chosen.epochs
     space = space.with_base({"epochs": epochs})
     if request.engine == "staged":  # --trials stops the plan early (a rerun with more continues it)
@@ -216,7 +225,7 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     config, space, folder, budget = _resolve(request, None)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
-    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
+    data = TrialData.for_space(request.data, space, seed=request.seed)
     check_trainable(data, space)  # a split without some class in train/val/test: refused before the folder
     write_config(folder, config)
     with runtime.applied(config.runtime):

@@ -69,11 +69,18 @@ class TrialResult:
 class TrialData:
     """A prepared dataset seen through any image size and split scheme, with the test share held fixed."""
 
-    def __init__(self, dataset: Path, *, seed: int, test_fraction: float) -> None:
+    def __init__(self, dataset: Path, *, seed: int, test_fraction: float, scored_val: float | None = None) -> None:
         self.dataset = Path(dataset)
         self.seed = seed
         self.test_fraction = test_fraction
+        self.scored_val = scored_val  # see SearchSpace.scored_val_fraction
         self._arrays: dict[int, Prepared] = {}
+
+    @classmethod
+    def for_space(cls, dataset: Path, space: SearchSpace, *, seed: int) -> TrialData:
+        """The dataset as a study over ``space`` sees it: the test share and the scored validation images
+        held fixed across every split scheme the study can use."""
+        return cls(dataset, seed=seed, test_fraction=space.test_fraction(), scored_val=space.scored_val_fraction())
 
     def arrays(self, image_size: int) -> Prepared:
         if image_size not in self._arrays:
@@ -92,17 +99,14 @@ class TrialData:
     def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``{"train"|"val"|"test": (x, y, ids)}`` for one image size and split scheme."""
         data = self.arrays(image_size)
-        codes = assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction)
+        codes = self.codes(data, scheme)
         return {name: (data.x[codes == c], data.y[codes == c], data.ids[codes == c])
                 for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
-
-def searched_splits(space: SearchSpace) -> tuple[str, ...]:
-    """Every split scheme a study over ``space`` can train with: the base one and, when searched, the axis."""
-    schemes = [str(space.base["split"])]
-    if "split" in space.search:
-        schemes += [str(s) for s in space.params["split"].grid_values() if str(s) not in schemes]
-    return tuple(schemes)
+    def codes(self, data: Prepared, scheme: str) -> np.ndarray:
+        """TRAIN/VAL/TEST/UNUSED per prepared image for ``scheme``."""
+        return assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction,
+                             scored_val=self.scored_val)
 
 
 def check_trainable(data: TrialData, space: SearchSpace) -> None:
@@ -114,8 +118,8 @@ def check_trainable(data: TrialData, space: SearchSpace) -> None:
     (a split depends on the images' labels and duplicate groups, not on their size).
     """
     arrays = data.arrays(int(space.base["image_size"]))
-    for scheme in searched_splits(space):
-        codes = assign_splits(arrays.y, arrays.groups, scheme, seed=data.seed, test_fraction=data.test_fraction)
+    for scheme in space.schemes():
+        codes = data.codes(arrays, scheme)
         for label, name in enumerate(arrays.classes):
             mine = codes[arrays.y == label]
             counts = {split: int(np.sum(mine == code)) for split, code in (("train", TRAIN), ("val", VAL),

@@ -59,3 +59,24 @@ def test_a_fixed_test_share_keeps_the_test_set_identical_across_schemes() -> Non
 def test_bad_split_scheme_says_how_to_write_one(bad: str) -> None:
     with pytest.raises(SpaceError, match="train/val/test percentages summing to 100"):
         parse_split(bad)
+
+
+def test_scored_validation_images_are_the_same_for_every_scheme() -> None:
+    """The staged study's split stage compares schemes on one set of validation images: each scheme trains
+    on its own share, but only the first ``scored_val`` ranks of its validation band are scored."""
+    from tuning.data.splits import UNUSED
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 600)
+    groups = labels * 1000 + rng.integers(0, 130, 600)  # near-duplicate groups live within a class
+    schemes = ("70/15/15", "80/10/10", "60/20/20")
+    codes = {s: assign_splits(labels, groups, s, seed=0, test_fraction=0.2, scored_val=0.10) for s in schemes}
+    val = {s: set(np.flatnonzero(c == VAL)) for s, c in codes.items()}
+    assert val["70/15/15"] == val["80/10/10"] == val["60/20/20"] and 40 < len(val["80/10/10"]) < 80
+    assert len({frozenset(np.flatnonzero(c == TEST)) for c in codes.values()}) == 1
+    train = {s: int((c == TRAIN).sum()) for s, c in codes.items()}
+    assert train["60/20/20"] < train["70/15/15"] < train["80/10/10"]  # each still trains on its own share
+    assert not (codes["80/10/10"] == UNUSED).any() and (codes["60/20/20"] == UNUSED).sum() > 0
+    for c in codes.values():  # no near-duplicate group straddles the scored and the unused images
+        for g in np.unique(groups):
+            assert len(set(c[groups == g])) == 1

@@ -33,7 +33,7 @@ def _setup(tiny_dataset: Path, space_path: Path, folder: Path, **request: object
                         **{"pruner": "none", **request})
     config = resolve_config(req, settings={"device": "cpu", "inter_op_threads": 1, "precision": "float32"})
     space = SearchSpace.from_dict(config.space)
-    return config, space, TrialData(tiny_dataset, seed=req.seed, test_fraction=space.test_fraction())
+    return config, space, TrialData.for_space(tiny_dataset, space, seed=req.seed)
 
 
 def _staged_space(tiny_space: Callable[[str], Path], tmp_path: Path) -> Path:

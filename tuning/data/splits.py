@@ -12,6 +12,9 @@ import numpy as np
 from tuning.errors import SpaceError
 
 TRAIN, VAL, TEST = 0, 1, 2
+#: Validation images of a scheme beyond the validation share every compared scheme has (neither trained on nor
+#: scored), so split schemes compared in one study are scored on the same images.
+UNUSED = 3
 
 
 def parse_split(scheme: str, *, where: str = "split") -> tuple[float, float, float]:
@@ -46,16 +49,22 @@ def group_ranks(labels: np.ndarray, groups: np.ndarray, *, seed: int) -> np.ndar
 
 
 def assign_splits(
-    labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int, test_fraction: float | None = None
+    labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int, test_fraction: float | None = None,
+    scored_val: float | None = None,
 ) -> np.ndarray:
     """TRAIN/VAL/TEST code per item for ``scheme``; ``test_fraction`` overrides the scheme's test share.
 
     With the override, validation takes the scheme's share right after the test ranks and training the rest.
+    ``scored_val`` (at most the scheme's validation share) keeps only the first ranks of that band as VAL and
+    marks the rest UNUSED: every scheme's band starts at the same rank, so schemes of one study are then all
+    scored on the very same validation images while training on their own shares.
     """
     _, val, test = parse_split(scheme)
     test = test if test_fraction is None else test_fraction
     ranks = group_ranks(labels, groups, seed=seed)
     codes = np.full(len(labels), TRAIN, dtype=np.int8)
     codes[ranks < test + val - 1e-9] = VAL
+    if scored_val is not None and scored_val < val:
+        codes[(ranks >= test + scored_val - 1e-9) & (codes == VAL)] = UNUSED
     codes[ranks < test - 1e-9] = TEST
     return codes
