@@ -219,8 +219,8 @@ def data_stats(dataset: Path, as_json: bool) -> None:
 @click.option("--provider", default="openverse", show_default=True, metavar="NAME",
               help="Search API: openverse, wikimedia, or bing (needs --endpoint and BING_SEARCH_KEY).")
 @click.option("--endpoint", default=None, help="API base URL [openverse and wikimedia: the public one].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="Seconds to connect or to wait for data.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds one search or download may take in all, retries and slow servers included.")
 @click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True, help="Parallel downloads.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
               help="Skip images larger than this.")
