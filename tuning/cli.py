@@ -305,6 +305,12 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             state["total"] = config.trials
             click.echo(f"Study {event['folder']}: {config.model} on {config.dataset}, engine {config.engine}/"
                        f"{config.sampler}, budget {config.budget}, {config.trials} trials x {config.epochs} epochs")
+            split = event["space"].base["split"]
+            if config.cv > 1:
+                click.echo(f"Scored by {config.cv}-fold cross-validation over train+val (the mean of {config.cv} "
+                           f"trainings); the test images of split {split} stay untouched")
+            elif event["space"].scored_val_fraction() is not None:
+                click.echo("Every split scheme is scored on the same validation images (the share all of them have)")
             state["searched"] = event["space"].search
             click.echo(f"Searching: {', '.join(state['searched']) or '(nothing: base values only)'}")
         elif kind == "trial_start":
@@ -378,6 +384,9 @@ def _summary(outcome: Any) -> None:
               help="optuna: tpe (auto), gp, cmaes, random, grid; kerastuner: bayesian (auto), random, hyperband.")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none (optuna).")
 @click.option("--objective", default="val_accuracy", show_default=True, help="val_accuracy or val_loss.")
+@click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Score each configuration by K-fold cross-validation over train+val (stratified, groups kept "
+                   "whole): the mean of K trainings; pruning watches fold 1. The test split is untouched.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Train each configuration with this many seeds; the objective is their mean.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes (optuna engine).")
@@ -401,20 +410,12 @@ def _summary(outcome: Any) -> None:
               help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
 @handle_errors
-def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
-           repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
-           epochs: int | None, params: str | None, split: str | None, study: str | None, storage: str | None,
-           seed: int, precision: str) -> None:
+def search(data_dir: Path, params: str | None, **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
-    request = SearchRequest(
-        model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
-        repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
-        budget=budget,
-        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision, split=split,
-        params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
-    )
+    chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
+    request = SearchRequest(data=data_dir, params=chosen, **options)  # other options are named as its fields
     _quiet_libraries()
     try:
         outcome = run_search(request, on_event=_progress_printer())

@@ -41,6 +41,7 @@ class SearchRequest:
     pruner: str = "median"
     objective: str = "val_accuracy"
     repeats: int = 1
+    cv: int = 1
     workers: int = 1
     max_failures: int = 0
     trials_per_process: int = 0
@@ -138,7 +139,7 @@ def _check_request(request: SearchRequest) -> None:
     if request.workers > 1 and request.engine != "optuna":
         raise StudyError(f"--workers applies to the optuna engine; {request.engine} runs one trial at a time here "
                          "(Keras Tuner scales out with its own chief/worker mode, see the README)")
-    for name in ("repeats", "workers"):
+    for name in ("repeats", "workers", "cv"):
         if getattr(request, name) < 1:
             raise StudyError(f"--{name} must be >= 1, got {getattr(request, name)}")
     if request.trials_per_process < 0:
@@ -193,7 +194,7 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
         pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
         epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
-        objective=request.objective, repeats=request.repeats, max_failures=request.max_failures,
+        objective=request.objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
         dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
     if old is not None:
@@ -226,7 +227,7 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
     data = TrialData.for_space(request.data, space, seed=request.seed)
-    check_trainable(data, space)  # a split without some class in train/val/test: refused before the folder
+    check_trainable(data, space, folds=config.cv)  # a class missing from a split or fold: refused before the folder
     write_config(folder, config)
     with runtime.applied(config.runtime):
         return _execute(request, config, space, folder, budget, data, on_event=on_event, start=start)
@@ -284,7 +285,8 @@ def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
 #: Settings that make two runs' trials comparable, with the option that sets each.
 RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "sampler": "--sampler",
                "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
-               "repeats": "--repeats", "storage": "--storage", "precision": "--precision", "space": "--space"}
+               "repeats": "--repeats", "cv": "--cv", "storage": "--storage", "precision": "--precision",
+               "space": "--space"}
 
 
 def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:

@@ -80,3 +80,25 @@ def test_scored_validation_images_are_the_same_for_every_scheme() -> None:
     for c in codes.values():  # no near-duplicate group straddles the scored and the unused images
         for g in np.unique(groups):
             assert len(set(c[groups == g])) == 1
+
+
+def test_cv_folds_partition_train_and_val_stratified_with_groups_whole_and_the_test_fixed() -> None:
+    from tuning.data.splits import assign_folds
+
+    rng = np.random.default_rng(11)
+    labels = np.repeat([0, 1, 2], [300, 200, 100])
+    groups = labels * 1000 + rng.integers(0, 90, 600)
+    test = assign_splits(labels, groups, "70/15/15", seed=4, test_fraction=0.2) == TEST
+    folds = [assign_folds(labels, groups, folds=5, fold=k, seed=4, test_fraction=0.2) for k in range(5)]
+    for codes in folds:
+        assert np.array_equal(codes == TEST, test)  # the same test images as the fixed split
+        for g in np.unique(groups):
+            assert len(set(codes[groups == g])) == 1
+    in_val = np.sum([codes == VAL for codes in folds], axis=0)
+    assert np.array_equal(in_val, (~test).astype(int))  # every train+val image validates exactly once
+    for label, n in ((0, 300), (1, 200), (2, 100)):
+        shares = [np.sum((codes == VAL) & (labels == label)) for codes in folds]
+        assert max(shares) - min(shares) <= 3 * np.bincount(groups[labels == label]).max()
+        assert abs(sum(shares) - 0.8 * n) <= np.bincount(groups[labels == label]).max()
+    with pytest.raises(ValueError, match="fold 5 of 5"):
+        assign_folds(labels, groups, folds=5, fold=5, seed=4, test_fraction=0.2)

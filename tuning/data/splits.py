@@ -48,6 +48,26 @@ def group_ranks(labels: np.ndarray, groups: np.ndarray, *, seed: int) -> np.ndar
     return ranks
 
 
+def assign_folds(
+    labels: np.ndarray, groups: np.ndarray, *, folds: int, fold: int, seed: int, test_fraction: float
+) -> np.ndarray:
+    """TRAIN/VAL/TEST per item for fold ``fold`` of ``folds`` over everything but the test images (``--cv``).
+
+    The ranks above the test share are cut into ``folds`` equal bands; the fold's band validates and the others
+    train. Ranks are drawn per class and per group, so every fold is stratified and keeps groups whole, and the
+    test images are those of every split scheme with the same ``test_fraction``.
+    """
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} of {folds}")
+    ranks = group_ranks(labels, groups, seed=seed)
+    width = (1.0 - test_fraction) / folds
+    low, high = test_fraction + fold * width, test_fraction + (fold + 1) * width
+    codes = np.full(len(labels), TRAIN, dtype=np.int8)
+    codes[(ranks >= low - 1e-9) & (ranks < high - 1e-9 if fold < folds - 1 else ranks <= 1.0)] = VAL
+    codes[ranks < test_fraction - 1e-9] = TEST
+    return codes
+
+
 def assign_splits(
     labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int, test_fraction: float | None = None,
     scored_val: float | None = None,
