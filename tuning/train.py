@@ -115,7 +115,8 @@ def check_trainable(data: TrialData, space: SearchSpace) -> None:
     """
     arrays = data.arrays(int(space.base["image_size"]))
     for scheme in searched_splits(space):
-        codes = assign_splits(arrays.y, arrays.groups, scheme, seed=data.seed, test_fraction=data.test_fraction)
+        codes = assign_splits(arrays.y, arrays.groups, scheme, seed=data.seed, test_fraction=data.test_fraction,
+                              classes=arrays.classes)
         for label, name in enumerate(arrays.classes):
             mine = codes[arrays.y == label]
             counts = {split: int(np.sum(mine == code)) for split, code in (("train", TRAIN), ("val", VAL),
