@@ -43,6 +43,14 @@ def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Study name (runs/NAME) or folder.")(fn)
 
 
+def group_by_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--group-by", "group_by", default=None, metavar="RULE",
+        help="Source groups a split keeps together: folder (the first sub-folder below each class: a show, a "
+             "person), regex:PATTERN (on the path below the class folder; its first group or the match names "
+             "the group), csv:FILE (columns path,group) or none (clear).")(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tuning")
 def cli() -> None:
@@ -79,15 +87,26 @@ def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
 @click.option("--balance", type=click.Choice(["undersample", "weights"]), default="undersample", show_default=True,
               help="undersample: drop images down to the smallest class; weights: keep all, store class weights.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@group_by_option
+@click.option("--split", "preview_split", default="70/15/15", show_default=True, metavar="TRAIN/VAL/TEST",
+              help="Split to preview: groups per side and how far the class shares drift from it.")
 @handle_errors
-def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int) -> None:
+def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int, group_by: str | None,
+                 preview_split: str) -> None:
     """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
+    from tuning.data.groups import parse_group_by
     from tuning.data.prepare import check_size, prepare
+    from tuning.data.splits import split_shares
 
     check_size(size)  # before TensorFlow's seconds of start-up
+    if group_by is not None:
+        parse_group_by(group_by)
+    split_shares(preview_split)
     runtime.load_tensorflow()
 
-    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
+    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance, group_by=group_by,
+                     preview_split=preview_split)
+    _grouping_lines(report.grouping)
     click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
     for name, n in report.available.items():
         weight = f"  class weight {report.class_weights[name]:.3f}" if balance == "weights" else ""
@@ -99,6 +118,31 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, 
         click.echo(f"    {reason:<48} {n:>6}")
     for path, reason in report.skipped:
         click.echo(f"    {path}: {reason}")
+    if report.split_error:
+        click.echo(f"Warning: split {report.preview_split} cannot be made: {report.split_error}")
+    elif report.split is not None:
+        sp = report.split
+        by = ("source groups merged with near duplicates" if sp["grouped_by"] == "source" else
+              "near-duplicate groups only (no --group-by: one show or person may sit on both sides)")
+        g = sp["groups"]
+        click.echo(f"Split {report.preview_split} preview (seed 0), kept together: {by}")
+        click.echo(f"  groups: train {g['train']}, val {g['val']}, test {g['test']}; largest class-share drift "
+                   f"{100 * sp['max_drift']:.1f} points")
+        for name, d in sp["drift"].items():
+            click.echo(f"  {name:<16} " + "  ".join(f"{k} {100 * v:+.1f}" for k, v in d.items()))
+
+
+def _grouping_lines(grouping: Any) -> None:
+    """What --group-by did: files and groups, and every file it left ungrouped counted by reason."""
+    if grouping is None:
+        return
+    click.echo(f"Grouped by {grouping.spec}: {grouping.grouped} file(s) in {grouping.groups} group(s)")
+    for reason, n in grouping.reasons().most_common():
+        click.echo(f"  not grouped: {reason:<56} {n:>6}")
+    for path in grouping.unknown[:10]:
+        click.echo(f"    csv names no file of the dataset: {path}")
+    if len(grouping.unknown) > 10:
+        click.echo(f"    ... {len(grouping.unknown) - 10} more")
 
 
 def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
@@ -115,8 +159,9 @@ def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
 @data.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder (copies go to OUT/raw/).")
+@group_by_option
 @handle_errors
-def data_import(source: Path, out: Path) -> None:
+def data_import(source: Path, out: Path, group_by: str | None) -> None:
     """Copy SOURCE/<class>/** (nested folders kept) into OUT/raw/<class>/ and build OUT/manifest.csv."""
     from tuning.data.importer import import_folder
 
@@ -126,7 +171,7 @@ def data_import(source: Path, out: Path) -> None:
         if tty and (i == n or i % 50 == 0):
             click.echo(f"\rCopying {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
 
-    result = import_folder(source, out, progress=progress)
+    result = import_folder(source, out, group_by=group_by, progress=progress)
     click.echo(f"Imported {sum(result.copied.values())} new image(s) into {out / 'raw'} in {result.seconds:.1f}s "
                f"({sum(result.present.values())} already there)")
     for label, n in result.copied.items():
@@ -144,6 +189,7 @@ def data_import(source: Path, out: Path) -> None:
         click.echo(f"  not copied: {rel} (a different file is already at {there}; rename one of them)")
     if result.unreadable:
         click.echo(f"Unreadable images (kept, marked in the manifest): {len(result.unreadable)}")
+    _grouping_lines(result.grouping)
     click.echo(f"Manifest: {out / 'manifest.csv'}")
 
 
