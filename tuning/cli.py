@@ -245,9 +245,12 @@ def data_stats(dataset: Path, as_json: bool) -> None:
         click.echo(json.dumps(st.to_dict(), indent=2, ensure_ascii=False))
         return
     click.echo(f"{st.dataset}: {st.files} files, {st.duplicate_groups} duplicate group(s)")
-    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6}")
+    click.echo("Groups: " + ("source groups (--group-by) merged with near duplicates" if st.source_grouped else
+                             "near duplicates only (no --group-by: one show or person may sit on both sides)"))
+    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6} {'groups':>6} {'largest group':>13}")
     for label, c in st.per_class.items():
-        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6}")
+        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6} {c['groups']:>6} "
+                   f"{100 * c['largest_group_share']:>12.1f}%")
     click.echo("Status: " + ", ".join(f"{k} {v}" for k, v in st.per_status.items()))
     if st.sizes:
         (w0, w1, w2), (h0, h1, h2) = st.sizes.width, st.sizes.height
