@@ -68,16 +68,24 @@ def data() -> None:
 @click.option("--per-class", type=int, default=300, show_default=True)
 @click.option("--size", type=int, default=128, show_default=True, help="Short side of the images in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--groups", is_flag=True,
+              help="Families of related images (OUT/raw/<Class>/<class>_family_NNN/), like frames of one show; "
+                   "then 'tuning data prepare OUT --group-by folder' keeps each family on one side of a split.")
+@click.option("--family-size", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Images per family with --groups.")
 @handle_errors
-def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
+def data_demo(out: Path, per_class: int, size: int, seed: int, groups: bool, family_size: int) -> None:
     """Generate the built-in three-class demo set (Action, Romance, Anime) under OUT/raw/."""
     from tuning.data.demo import make_demo
 
     start = time.perf_counter()
-    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed)
+    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed,
+                       family_size=family_size if groups else 0)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     click.echo(f"Wrote {sum(result.counts.values())} images ({counts}) to {result.out} "
                f"in {time.perf_counter() - start:.1f}s")
+    if groups:
+        click.echo(f"In families of {family_size}; group them with: tuning data prepare {out} --group-by folder")
 
 
 @data.command("prepare")
