@@ -135,8 +135,8 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, 
         g = sp["groups"]
         click.echo(f"Split {report.preview_split} preview (seed 0), kept together: {by}")
         click.echo(f"  groups: train {g['train']}, val {g['val']}, test {g['test']}; largest class-share drift "
-                   f"{100 * sp['max_drift']:.1f} points")
-        for name, d in sp["drift"].items():
+                   f"{100 * sp['split_max_drift']:.1f} points")
+        for name, d in sp["split_drift"].items():
             click.echo(f"  {name:<16} " + "  ".join(f"{k} {100 * v:+.1f}" for k, v in d.items()))
 
 
@@ -394,6 +394,14 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _headline_notes(metrics: Mapping[str, Any]) -> None:
+    """Group-disjointness and the trivial baseline, right under the test-accuracy line."""
+    from tuning.metrics import headline_notes
+
+    for line in headline_notes(metrics):
+        click.echo(f"  {line}")
+
+
 def _summary(outcome: Any) -> None:
     from tuning.pipeline import describe_reduced
 
@@ -412,6 +420,7 @@ def _summary(outcome: Any) -> None:
         click.echo(f"  {key:<14} {_short(value)}")
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={m['n']}), "
                f"balanced accuracy {m['balanced_accuracy']:.3f}")
+    _headline_notes(m)
     classes = m["classes"]
     width = max(8, *(len(c) + 1 for c in classes))
     click.echo("Confusion matrix (rows: true, columns: predicted)")
@@ -524,6 +533,7 @@ def retrain(study: str, fit_on: str, seeds: int) -> None:
     low, high = m["accuracy_ci95"]
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
                f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")
+    _headline_notes(m)
     s = m["seeds"]
     if s["k"] > 1:
         click.echo(f"Across {s['k']} seeds: mean {s['mean']:.3f}, std {s['std']:.3f}, 95% t-interval "

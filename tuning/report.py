@@ -315,6 +315,13 @@ def dataset_blocks(dataset: Path, metrics: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+def _headline_blocks(metrics: dict[str, Any]) -> list[Block]:
+    """Group-disjointness of the test split and the trivial baseline, next to the headline figure."""
+    from tuning.metrics import headline_notes
+
+    return [Block("note" if line.startswith("Warning") else "p", line) for line in headline_notes(metrics)]
+
+
 def _kept_counts(dataset: Path, size: int) -> dict[str, int]:
     path = dataset / "cache" / f"{size}px.npz"
     if not path.exists():
@@ -381,7 +388,7 @@ def build_report(folder: Path) -> Path:
                f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
     if metrics.get("roc_auc_macro") is not None:
         summary += f", macro one-vs-rest ROC-AUC {_fmt(float(metrics['roc_auc_macro']))}"
-    sections.append(("Result", [Block("p", summary + ".")] + _seed_blocks(metrics)))
+    sections.append(("Result", [Block("p", summary + "."), *_headline_blocks(metrics)] + _seed_blocks(metrics)))
     sections.append(("Dataset", dataset_blocks(Path(config.dataset), metrics)))
 
     names = sorted({k for t in trials for k in t.params})

@@ -112,10 +112,10 @@ def test_group_split_properties_over_many_random_layouts(mixed: bool) -> None:
         shares = split_shares(scheme)
         summary = split_summary(labels, groups, codes, shares, classes=[f"k{i}" for i in range(10)])
         assert summary["group_disjoint"] is True
-        assert summary["max_drift"] == pytest.approx(_measured_drift(labels, codes, shares))
+        assert summary["split_max_drift"] == pytest.approx(_measured_drift(labels, codes, shares))
         for c in np.unique(labels):
             for name, code, share in zip(SPLIT_NAMES, (TRAIN, VAL, TEST), shares):
-                got = summary["drift"][f"k{c}"][name]
+                got = summary["split_drift"][f"k{c}"][name]
                 assert got == pytest.approx(np.mean(codes[labels == c] == code) - share)
         assert summary["groups"] == {name: len(np.unique(groups[codes == code]))
                                      for name, code in zip(SPLIT_NAMES, (TRAIN, VAL, TEST))}

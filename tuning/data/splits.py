@@ -228,8 +228,8 @@ def split_summary(labels: np.ndarray, groups: np.ndarray, codes: np.ndarray, sha
 
     ``group_disjoint``: no group on two sides (measured, not assumed); ``grouped_by``: ``"source"`` when source
     groups (show, person, session) were given, else ``"near-duplicates"`` (then images of one source may sit on
-    both sides); ``groups``: groups per split; ``drift``: per class and split, share achieved minus asked, and
-    ``max_drift`` its largest absolute value.
+    both sides); ``groups``: groups per split; ``split_drift``: per class and split, share achieved minus asked,
+    and ``split_max_drift`` its largest absolute value.
     """
     codes = np.asarray(codes)
     names = np.asarray(groups).astype(str)
@@ -244,7 +244,16 @@ def split_summary(labels: np.ndarray, groups: np.ndarray, codes: np.ndarray, sha
         "group_disjoint": all(len(s) == 1 for s in sides.values()),
         "grouped_by": "source" if grouped else "near-duplicates",
         "groups": per_split,
-        "shares": dict(zip(SPLIT_NAMES, (float(s) for s in shares))),
-        "drift": drift,
-        "max_drift": max((abs(x) for d in drift.values() for x in d.values()), default=0.0),
+        "split_shares": dict(zip(SPLIT_NAMES, (float(s) for s in shares))),
+        "split_drift": drift,
+        "split_max_drift": max((abs(x) for d in drift.values() for x in d.values()), default=0.0),
     }
+
+
+def summarize_split(labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int,
+                    test_fraction: float | None, classes: Sequence[str],
+                    source_groups: np.ndarray | None = None) -> dict[str, Any]:
+    """``split_summary`` of the split ``assign_splits`` makes: what the final evaluation records."""
+    codes = assign_splits(labels, groups, scheme, seed=seed, test_fraction=test_fraction, classes=classes)
+    return split_summary(labels, groups, codes, split_shares(scheme, test_fraction=test_fraction),
+                         classes=classes, source_groups=source_groups)
