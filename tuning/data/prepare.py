@@ -11,6 +11,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,26 +75,36 @@ class PrepareReport:
     #: What ``--group-by`` did, when given.
     grouping: GroupingReport | None = None
     #: ``splits.split_summary`` of ``preview_split`` on the kept images (seed 0), or why it cannot be made.
-    split: dict[str, object] | None = None
+    split: dict[str, Any] | None = None
     split_error: str = ""
     preview_split: str = "70/15/15"
 
 
 def _balance(labels: np.ndarray, groups: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Indices of a seeded, group-aware undersample with at most ``per_class`` items per class."""
+    """Indices of a seeded, group-aware undersample with at most ``per_class`` items per class.
+
+    Whole groups are taken while they fit; when none fits any more (a show of 300 frames, 120 places left),
+    the first that did not fit lends a seeded subset of its members, so the class still gets ``per_class``
+    items. Part of a group is still one group: it cannot leak across a split.
+    """
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for label in np.unique(labels):
         idx = np.flatnonzero(labels == label)
         uniq = np.unique(groups[idx])
         taken = 0
+        too_big: list[np.ndarray] = []
         for g in rng.permutation(uniq):
             members = idx[groups[idx] == g]
             if taken + len(members) <= per_class:
                 chosen.extend(members.tolist())
                 taken += len(members)
+            else:
+                too_big.append(members)
             if taken == per_class:
                 break
+        if taken < per_class and too_big:
+            chosen.extend(rng.choice(too_big[0], per_class - taken, replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)
 
 
