@@ -170,3 +170,11 @@ def test_prepare_warns_when_a_class_has_fewer_groups_than_splits(tmp_path: Path)
     assert out.exit_code == 0, out.output
     assert ("Warning: split 70/15/15 cannot be made: class 'a' has 2 group(s), fewer than the 3 splits "
             "(train, val, test)") in out.output
+
+
+def test_prepare_refuses_a_bad_preview_split_in_one_line(shows: Path, tmp_path: Path) -> None:
+    import_folder(shows, tmp_path / "d")
+    out = CliRunner().invoke(cli, ["data", "prepare", str(tmp_path / "d"), "--split", "70/30"])
+    assert out.exit_code == 1
+    assert out.output == ("Error: split: '70/30' is not a split; write train/val/test percentages summing to 100, "
+                          "e.g. 70/15/15\n")
