@@ -42,7 +42,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# mypy reads its files and settings from pyproject.toml ([tool.mypy]).
+# mypy reads its files and settings from setup.cfg ([mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check tuning tests search_spaces
 	$(BIN)/python -m mypy

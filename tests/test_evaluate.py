@@ -65,7 +65,7 @@ def test_retraining_keeps_the_epoch_best_by_the_studys_objective(
     config = StudyConfig(name="loss", model="alexnet", dataset=str(tiny_dataset), engine="optuna", sampler="tpe",
                          pruner="none", budget="quick", trials=1, epochs=4, seed=0, storage="journal:unused",
                          space=space.to_dict(), objective="val_loss")
-    data = TrialData(tiny_dataset, seed=0, test_fraction=space.test_fraction())
+    data = TrialData.for_space(tiny_dataset, space, seed=0)
     params = space.resolve({})
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # the loss recomputed below must match the logged one closely

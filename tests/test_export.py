@@ -15,7 +15,7 @@ from tuning.cli import cli
 from tuning.data.images import load_raw_rgb, load_rgb
 from tuning.errors import ToolkitError, UnknownNameError
 from tuning.export import ONNX_HINT, ExportResult, content_sha256, export_study, parse_formats
-from tuning.predict import load_predictor
+from tuning.inference import load_predictor
 
 
 @pytest.fixture(scope="module")

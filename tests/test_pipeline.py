@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tuning.cli import cli
-from tuning.pipeline import SearchOutcome, SearchRequest, run_search
+from tuning.pipeline import SearchOutcome, SearchRequest, resolve_config, run_search
 
 #: Every test here trains tiny real models end to end (make test; left out of make test-fast).
 pytestmark = pytest.mark.slow
@@ -151,7 +151,6 @@ def test_resuming_after_the_images_changed_is_refused(
     import shutil
 
     from tuning.errors import StudyError
-    from tuning.pipeline import resolve_config
     from tuning.study import write_config
 
     data = tmp_path / "data"
@@ -179,7 +178,6 @@ def test_resolve_config_is_what_the_search_wrote_and_writes_nothing(
 ) -> None:
     from dataclasses import replace
 
-    from tuning.pipeline import resolve_config
     from tuning.study import read_config
 
     outcome, request = finished
@@ -267,7 +265,7 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     from tuning.data.images import load_raw_rgb
     from tuning.errors import StudyError, UnknownNameError
     from tuning.export import load_model
-    from tuning.predict import load_predictor
+    from tuning.inference import load_predictor
 
     request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
                             trials=1, epochs=1, study="bf16", runs=tmp_path / "runs", seed=3,
@@ -294,3 +292,43 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     assert again.config.precision == "mixed_bfloat16"
     with pytest.raises(UnknownNameError, match="float32, mixed_bfloat16, mixed_float16"):
         run_search(SearchRequest(**{**request.__dict__, "precision": "bf16"}), on_event=lambda e: None)
+
+
+def test_optimisers_hold_the_split_fixed_and_split_sets_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The split is the evaluation protocol: an optimiser's trials are all scored on the same validation images
+    (VGG16's space lists split among its searched axes; only the staged engine replays that stage)."""
+    from tuning.errors import SpaceError, StudyError
+    from tuning.space import SearchSpace
+
+    base = {"model": "vgg16", "data": tiny_dataset, "budget": "quick"}
+    settings = {"device": "cpu", "inter_op_threads": 1, "precision": "float32"}
+    space = SearchSpace.from_dict(resolve_config(SearchRequest(**base, study=str(tmp_path / "a")),
+                                                 settings=settings).space)
+    assert "split" not in space.search and {"learning_rate", "dropout"} <= set(space.search)
+    assert space.scored_val_fraction() is None and space.base["split"] == "70/15/15"
+    staged = SearchSpace.from_dict(resolve_config(SearchRequest(**base, engine="staged", study=str(tmp_path / "b")),
+                                                  settings=settings).space)
+    assert "split" in staged.search and staged.scored_val_fraction() == 0.10 and staged.test_fraction() == 0.20
+    custom = SearchSpace.from_dict(resolve_config(SearchRequest(**base, split="75/15/10", study=str(tmp_path / "c")),
+                                                  settings=settings).space)
+    assert custom.base["split"] == "75/15/10" and custom.test_fraction() == 0.10
+    with pytest.raises(StudyError, match=r"^--params split: the split is the evaluation protocol"):
+        resolve_config(SearchRequest(**base, params=("learning_rate", "split"), study=str(tmp_path / "d")),
+                       settings=settings)
+    with pytest.raises(SpaceError, match=r"^--split: '70/30' is not a split"):
+        resolve_config(SearchRequest(**base, split="70/30", study=str(tmp_path / "e")), settings=settings)
+    assert not any((tmp_path / n).exists() for n in "abcde")
+
+
+def test_the_staged_split_stage_scores_every_scheme_on_the_same_images(tiny_dataset: Path) -> None:
+    from tuning.space import load_space
+    from tuning.train import TrialData
+
+    space = load_space("vgg16").with_budget("quick")[0].with_search(["learning_rate", "split"])
+    data = TrialData.for_space(tiny_dataset, space, seed=0)
+    views = {s: data.split(32, s) for s in space.schemes()}
+    assert len(views) == 3
+    vals = {tuple(sorted(v["val"][2])) for v in views.values()}
+    tests = {tuple(sorted(v["test"][2])) for v in views.values()}
+    assert len(vals) == 1 and len(tests) == 1 and len(next(iter(vals))) > 0
+    assert len({len(v["train"][2]) for v in views.values()}) == 3

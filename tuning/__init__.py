@@ -31,7 +31,7 @@ _LAZY = {
     "retrain_study": "tuning.evaluate:retrain_study",
     "build_report": "tuning.report:build_report",
     "export_study": "tuning.export:export_study",
-    "predict": "tuning.export:predict",
+    "predict": "tuning.inference:predict",
     "read_config": "tuning.study:read_config",
 }
 

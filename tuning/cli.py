@@ -276,8 +276,8 @@ def data_stats(dataset: Path, as_json: bool) -> None:
 @click.option("--provider", default="openverse", show_default=True, metavar="NAME",
               help="Search API: openverse, wikimedia, or bing (needs --endpoint and BING_SEARCH_KEY).")
 @click.option("--endpoint", default=None, help="API base URL [openverse and wikimedia: the public one].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="Seconds to connect or to wait for data.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds one search or download may take in all, retries and slow servers included.")
 @click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True, help="Parallel downloads.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
               help="Skip images larger than this.")
@@ -362,6 +362,12 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             state["total"] = config.trials
             click.echo(f"Study {event['folder']}: {config.model} on {config.dataset}, engine {config.engine}/"
                        f"{config.sampler}, budget {config.budget}, {config.trials} trials x {config.epochs} epochs")
+            split = event["space"].base["split"]
+            if config.cv > 1:
+                click.echo(f"Scored by {config.cv}-fold cross-validation over train+val (the mean of {config.cv} "
+                           f"trainings); the test images of split {split} stay untouched")
+            elif event["space"].scored_val_fraction() is not None:
+                click.echo("Every split scheme is scored on the same validation images (the share all of them have)")
             state["searched"] = event["space"].search
             click.echo(f"Searching: {', '.join(state['searched']) or '(nothing: base values only)'}")
         elif kind == "trial_start":
@@ -384,6 +390,8 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
                        f"val_acc {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
+        elif kind == "note":  # an engine explains why the study holds fewer or other trials than asked
+            click.echo(event["message"])
         elif kind == "retrain":
             click.echo("Retraining the best configuration on the training split, then one test evaluation...")
 
@@ -442,6 +450,9 @@ def _summary(outcome: Any) -> None:
               help="optuna: tpe (auto), gp, cmaes, random, grid; kerastuner: bayesian (auto), random, hyperband.")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none (optuna).")
 @click.option("--objective", default="val_accuracy", show_default=True, help="val_accuracy or val_loss.")
+@click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Score each configuration by K-fold cross-validation over train+val (stratified, groups kept "
+                   "whole): the mean of K trainings; pruning watches fold 1. The test split is untouched.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Train each configuration with this many seeds; the objective is their mean.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes (optuna engine).")
@@ -455,6 +466,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial [budget's].")
 @click.option("--params", default=None, help="Comma-separated parameters to search [the space's search list].")
+@click.option("--split", default=None, metavar="TRAIN/VAL/TEST",
+              help="The split every trial is scored with, e.g. 80/10/10 [the space's base]; optimisers never "
+                   "search it (only --engine staged replays the study's split stage).")
 @click.option("--study", default=None, help="Study name (runs/NAME) [MODEL-DATA-BUDGET].")
 @click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -462,20 +476,12 @@ def _summary(outcome: Any) -> None:
               help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
 @handle_errors
-def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
-           repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
-           epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int,
-           precision: str) -> None:
+def search(data_dir: Path, params: str | None, **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
-    request = SearchRequest(
-        model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
-        repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
-        budget=budget,
-        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision,
-        params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
-    )
+    chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
+    request = SearchRequest(data=data_dir, params=chosen, **options)  # other options are named as its fields
     _quiet_libraries()
     try:
         outcome = run_search(request, on_event=_progress_printer())
@@ -597,7 +603,7 @@ def export(study: str, formats: str) -> None:
 def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, csv_file: Path | None,
             safe: bool) -> None:
     """Classify IMAGES (files or folders, any size) with an exported MODEL (.keras, SavedModel, .tflite or .onnx)."""
-    from tuning.predict import check_csv_target
+    from tuning.inference import check_csv_target
 
     if csv_file is not None:
         if as_json:
@@ -606,8 +612,8 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, cs
         check_csv_target(csv_file)
     runtime.load_tensorflow()
     from tuning import _io
-    from tuning.predict import predict as run_predict
-    from tuning.predict import predictions_table
+    from tuning.inference import predict as run_predict
+    from tuning.inference import predictions_table
 
     result = run_predict(model, list(images), top_k=top_k, safe=safe)
     for warning in result.warnings:

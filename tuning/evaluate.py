@@ -149,7 +149,7 @@ def retrain_and_test(
         arrays = data.arrays(int(params["image_size"]))  # group-disjointness and class-share drift of this split
         metrics |= summarize_split(arrays.y, arrays.groups, str(params["split"]), seed=data.seed,
                                    test_fraction=data.test_fraction, classes=data.classes,
-                                   source_groups=arrays.source_groups)
+                                   scored_val=data.scored_val, source_groups=arrays.source_groups)
         save_model(shipped, final / "model.keras")
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
@@ -174,7 +174,7 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
         if epochs == 0:
             raise StudyError(f"{folder}: best trial #{best.number} recorded no validation history, so the epoch "
                              "count for --fit-on train+val is unknown; use --fit-on train")
-    data = TrialData(Path(config.dataset), seed=config.seed, test_fraction=space.test_fraction())
+    data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
     with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
         return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on,
                                 seeds=seeds, epochs=epochs, hooks=hooks)

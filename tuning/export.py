@@ -3,9 +3,9 @@
 Every artefact takes raw RGB uint8 images of any height and width and returns class probabilities: resizing
 and scaling are inside. The resize is ``tuning.resize.ResizeRGB``, the very op that made the dataset cache,
 so a shipped model fed the original test files answers exactly as the tested model did on the prepared
-test split (tests hold every format to that). Running a shipped file on images is ``tuning.predict``; the
+test split (tests hold every format to that). Running a shipped file on images is ``tuning.inference``; the
 model card written here carries each artefact's sha256, which is how predict tells a SavedModel this toolkit
-wrote (SavedModels are programs, see ``tuning.predict``) from any other.
+wrote (SavedModels are programs, see ``tuning.inference``) from any other.
 """
 
 from __future__ import annotations

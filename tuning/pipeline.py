@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
@@ -25,6 +25,9 @@ from tuning.study import (
     write_config,
 )
 
+if TYPE_CHECKING:
+    from tuning.train import TrialData
+
 
 @dataclass
 class SearchRequest:
@@ -38,6 +41,7 @@ class SearchRequest:
     pruner: str = "median"
     objective: str = "val_accuracy"
     repeats: int = 1
+    cv: int = 1
     workers: int = 1
     max_failures: int = 0
     trials_per_process: int = 0
@@ -45,6 +49,7 @@ class SearchRequest:
     trials: int | None = None
     epochs: int | None = None
     params: tuple[str, ...] | None = None
+    split: str | None = None
     study: str | None = None
     storage: str | None = None
     seed: int = 0
@@ -94,9 +99,20 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
         space = space.with_search(request.params)
     elif request.engine == "staged":
         space = space.with_search([p for p in space.staged_order if p not in chosen.fixed])
+    if request.split is not None:
+        space = space.with_split(request.split)
+    if request.engine != "staged" and "split" in space.search:
+        if request.params is not None and "split" in request.params:
+            raise StudyError("--params split: the split is the evaluation protocol, not a hyperparameter (trials "
+                             "scored on different validation images cannot be ranked); fix it with --split SCHEME, "
+                             "or replay the study's split stage with --engine staged")
+        space = space.with_search([p for p in space.search if p != "split"])  # optimisers hold the split fixed
     epochs = request.epochs or chosen.epochs
     space = space.with_base({"epochs": epochs})
-    trials = plan_size(space) if request.engine == "staged" else request.trials or chosen.trials
+    if request.engine == "staged":  # --trials stops the plan early (a rerun with more continues it)
+        trials = min(request.trials, plan_size(space)) if request.trials else plan_size(space)
+    else:
+        trials = request.trials or chosen.trials
     if request.engine == "optuna" and request.sampler == "grid":
         grid = math.prod(len(space.params[p].grid_values()) for p in space.search)
         trials = min(trials, grid)  # the grid sampler repeats points once every one was tried
@@ -123,7 +139,7 @@ def _check_request(request: SearchRequest) -> None:
     if request.workers > 1 and request.engine != "optuna":
         raise StudyError(f"--workers applies to the optuna engine; {request.engine} runs one trial at a time here "
                          "(Keras Tuner scales out with its own chief/worker mode, see the README)")
-    for name in ("repeats", "workers"):
+    for name in ("repeats", "workers", "cv"):
         if getattr(request, name) < 1:
             raise StudyError(f"--{name} must be >= 1, got {getattr(request, name)}")
     if request.trials_per_process < 0:
@@ -178,7 +194,7 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
         pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
         epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
-        objective=request.objective, repeats=request.repeats, max_failures=request.max_failures,
+        objective=request.objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
         dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
     if old is not None:
@@ -204,18 +220,21 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     """
     from tuning import runtime
     from tuning.engines._storage import open_storage
+    from tuning.train import TrialData, check_trainable
 
     start = time.perf_counter()
     config, space, folder, budget = _resolve(request, None)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
+    data = TrialData.for_space(request.data, space, seed=request.seed)
+    check_trainable(data, space, folds=config.cv)  # a class missing from a split or fold: refused before the folder
     write_config(folder, config)
     with runtime.applied(config.runtime):
-        return _execute(request, config, space, folder, budget, on_event=on_event, start=start)
+        return _execute(request, config, space, folder, budget, data, on_event=on_event, start=start)
 
 
-def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str, *,
-             on_event: OnEvent, start: float) -> SearchOutcome | None:
+def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str,
+             data: TrialData, *, on_event: OnEvent, start: float) -> SearchOutcome | None:
     on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
 
     from tuning.engines import run_engine
@@ -225,9 +244,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
-    from tuning.train import TrialData
 
-    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
     else:
@@ -268,7 +285,8 @@ def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
 #: Settings that make two runs' trials comparable, with the option that sets each.
 RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "sampler": "--sampler",
                "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
-               "repeats": "--repeats", "storage": "--storage", "precision": "--precision", "space": "--space"}
+               "repeats": "--repeats", "cv": "--cv", "storage": "--storage", "precision": "--precision",
+               "space": "--space"}
 
 
 def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:

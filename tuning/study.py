@@ -51,6 +51,7 @@ class StudyConfig:
     space: dict[str, Any]
     objective: str = "val_accuracy"
     repeats: int = 1
+    cv: int = 1  # --cv K: each configuration trained on K folds of train+val, scored by their mean
     max_failures: int = 0
     dataset_sha256: str = ""
     runtime: dict[str, Any] = field(default_factory=dict)

@@ -44,7 +44,9 @@ from tuning.errors import DataError, UnknownNameError
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
-FAST = {"timeout": 0.5, "retries": 2, "backoff": 0.01, "max_wait": 2.0}
+#: How long the slow server keeps a request open at most (far beyond every deadline the tests set).
+GIVE_UP = 12.0
+FAST = {"timeout": 5.0, "read_timeout": 0.5, "retries": 2, "backoff": 0.01, "max_wait": 2.0}
 
 
 def _image(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (24, 20)) -> bytes:
@@ -143,6 +145,8 @@ class FakeApi:
             self._send(h, 200, _image(len(parts.path)), "image/jpeg")
         elif path.startswith("/fault/"):
             self._fault(h, path.removeprefix("/fault/"), n)
+        elif path.startswith("/slow/"):  # /slow/<mode>/anything: a search endpoint or an image, just as slow
+            self._slow(h, path.split("/")[2])
         else:
             self._send(h, 404, b"not found", "text/plain")
 
@@ -205,6 +209,43 @@ class FakeApi:
         if offset + limit < len(entries):
             data["continue"] = {"gsroffset": offset + limit, "continue": "gsroffset||"}
         self._json(h, data)
+
+    def _slow(self, h: BaseHTTPRequestHandler, mode: str) -> None:
+        """A server that accepts the request and then never answers, or answers one byte at a time.
+
+        Each byte comes well inside any read timeout, so only an overall deadline ends the request; the waits
+        are on ``release``, so teardown ends them at once. After ``GIVE_UP`` seconds the server hangs up, so a
+        client without a deadline fails its test instead of hanging it.
+        """
+        good = _image(77, size=(32, 32))
+        stop = time.monotonic() + GIVE_UP
+        try:
+            if mode == "hang":
+                self.release.wait(GIVE_UP)
+            elif mode == "drip-head":  # the status line, then a header that never ends
+                h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Drip: ")
+                while time.monotonic() < stop and not self.release.wait(0.2):
+                    h.wfile.write(b"a")
+            elif mode == "drip-body":  # complete headers, then the promised body a byte at a time
+                h.send_response(200)
+                h.send_header("Content-Type", "image/jpeg")
+                h.send_header("Content-Length", str(len(good)))
+                h.end_headers()
+                for i in range(len(good)):
+                    if time.monotonic() > stop or self.release.wait(0.2):
+                        break
+                    h.wfile.write(good[i:i + 1])
+            elif mode == "late":  # slow but finished well inside the deadline: kept
+                h.send_response(200)
+                h.send_header("Content-Type", "image/jpeg")
+                h.send_header("Content-Length", str(len(good)))
+                h.end_headers()
+                step = len(good) // 4 + 1
+                for i in range(0, len(good), step):
+                    self.release.wait(0.2)
+                    h.wfile.write(good[i:i + step])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
 
     def _fault(self, h: BaseHTTPRequestHandler, name: str, n: int) -> None:
         good = _image(9000 + sum(map(ord, name)))
@@ -357,7 +398,8 @@ def test_an_unknown_provider_is_an_error_listing_the_known_ones(tmp_path: Path) 
 def test_a_provider_declares_its_endpoint_and_key(api: FakeApi, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """What a provider needs is declared once: the CLI reads its key variable, collect checks both first."""
-    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))  # the registration ends with the test
+    # the registration below ends with the test
+    monkeypatch.setattr(_registry._PROVIDERS, "_entries", dict(_registry._PROVIDERS._entries))
     keys: list[str | None] = []
     api.add("cats", 2, prefix="cat")
 
@@ -474,6 +516,73 @@ def test_search_failures_stop_that_query_and_refusals_stop_the_run(api: FakeApi,
     with pytest.raises(DataError, match=r"^bing search for 'x' was refused \(HTTP 401\); check BING_SEARCH_KEY$"):
         collect(tmp_path / "b", ["Action=x"], per_class=2, provider="bing", endpoint=api.base, api_key="wrong",
                 **FAST)
+
+
+# ----- one deadline per request -----------------------------------------------------------------------
+DEADLINE = 1.5
+#: What may come on top of the deadline: threads starting, the other images, the summary. Far below a retry.
+SLACK = 1.0
+HUNG = ["hang", "drip-head", "drip-body"]
+
+
+@pytest.mark.parametrize("mode", HUNG)
+def test_a_download_that_never_finishes_is_skipped_at_the_deadline(api: FakeApi, tmp_path: Path, mode: str) -> None:
+    """Bytes arriving inside every read timeout (10 s here) still end at the request's deadline, as a skip."""
+    slow = api.entry("q", f"/slow/{mode}/x.jpg")
+    good = api.add("q", 2, prefix="ok")
+    started = time.monotonic()
+    result = collect(tmp_path / "ds", ["A=q"], per_class=2, provider="openverse", endpoint=api.base, workers=1,
+                     **{**FAST, "timeout": DEADLINE, "read_timeout": 10.0, "retries": 3})
+    elapsed = time.monotonic() - started
+    assert DEADLINE <= elapsed < DEADLINE + SLACK
+    assert result.skipped == [(slow, f"timeout: no complete answer within {DEADLINE:g}s")]
+    assert result.reasons() == {"timeout": 1}
+    assert result.saved == {"A": 2} and {r["source_url"] for r in read_manifest(tmp_path / "ds")} == set(good)
+    assert api.hits[f"/slow/{mode}/x.jpg"] == 1  # the deadline covers the retries too: none was left
+
+
+def test_a_slow_download_that_finishes_in_time_is_kept(api: FakeApi, tmp_path: Path) -> None:
+    late = api.entry("q", "/slow/late/x.jpg")  # four pieces 0.2 s apart: every gap inside the read timeout
+    result = collect(tmp_path / "ds", ["A=q"], per_class=1, provider="openverse", endpoint=api.base,
+                     **{**FAST, "timeout": 4.0, "read_timeout": 0.5})
+    assert result.saved == {"A": 1} and result.skipped == []
+    assert [r["source_url"] for r in read_manifest(tmp_path / "ds")] == [late]
+
+
+@pytest.mark.parametrize("mode", HUNG)
+def test_a_hung_search_stops_the_run_at_the_deadline_naming_the_url_and_the_option(
+        api: FakeApi, tmp_path: Path, mode: str) -> None:
+    endpoint = f"{api.base}/slow/{mode}"
+    expected = (f"openverse search for 'x' timed out at {endpoint}/v1/images/ (no complete answer within "
+                f"{DEADLINE:g}s); raise --timeout (seconds per request, retries included) if the service is only slow")
+    started = time.monotonic()
+    with pytest.raises(DataError) as info:
+        collect(tmp_path / "ds", ["Action=x", "Romance=y"], per_class=2, provider="openverse", endpoint=endpoint,
+                **{**FAST, "timeout": DEADLINE, "read_timeout": 10.0, "retries": 3})
+    elapsed = time.monotonic() - started
+    assert str(info.value) == expected
+    assert DEADLINE <= elapsed < DEADLINE + SLACK
+    assert api.hits_under("/slow/") == 1  # the second class's search was not tried: it would hang as long
+
+
+def test_cli_timeout_bounds_a_hung_search(api: FakeApi, tmp_path: Path) -> None:
+    """--timeout is the whole budget of one request: 1 s means about 1 s, whatever the retries."""
+    endpoint = f"{api.base}/slow/drip-head"
+    started = time.monotonic()
+    code, text = _cli("--out", str(tmp_path / "ds"), "--query", "Action=x", "--endpoint", endpoint, "--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert (code, text) == (1, f"Error: openverse search for 'x' timed out at {endpoint}/v1/images/ (no complete "
+                               f"answer within 1s); raise --timeout (seconds per request, retries included) if the "
+                               f"service is only slow\n")
+    assert 1 <= elapsed < 1 + SLACK
+
+
+def test_cli_timeout_defaults_to_a_minute() -> None:
+    from tuning.data.collect import DEFAULT_TIMEOUT
+
+    collect_command = cli.commands["data"].commands["collect"]  # type: ignore[attr-defined]  # a click.Group
+    option = next(p for p in collect_command.params if p.name == "timeout")
+    assert option.default == DEFAULT_TIMEOUT == 60.0
 
 
 # ----- resume ----------------------------------------------------------------------------------------------

@@ -61,6 +61,50 @@ def test_bad_split_scheme_says_how_to_write_one(bad: str) -> None:
         parse_split(bad)
 
 
+def test_scored_validation_images_are_the_same_for_every_scheme() -> None:
+    """The staged study's split stage compares schemes on one set of validation images: each scheme trains
+    on its own share, but only a ``scored_val`` share of validation images, chosen from that share alone, is
+    scored."""
+    from tuning.data.splits import UNUSED
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 600)
+    groups = labels * 1000 + rng.integers(0, 130, 600)  # near-duplicate groups live within a class
+    schemes = ("70/15/15", "80/10/10", "60/20/20")
+    codes = {s: assign_splits(labels, groups, s, seed=0, test_fraction=0.2, scored_val=0.10) for s in schemes}
+    val = {s: set(np.flatnonzero(c == VAL)) for s, c in codes.items()}
+    assert val["70/15/15"] == val["80/10/10"] == val["60/20/20"] and 40 < len(val["80/10/10"]) < 80
+    assert len({frozenset(np.flatnonzero(c == TEST)) for c in codes.values()}) == 1
+    train = {s: int((c == TRAIN).sum()) for s, c in codes.items()}
+    assert train["60/20/20"] < train["70/15/15"] < train["80/10/10"]  # each still trains on its own share
+    assert not (codes["80/10/10"] == UNUSED).any() and (codes["60/20/20"] == UNUSED).sum() > 0
+    for c in codes.values():  # no near-duplicate group straddles the scored and the unused images
+        for g in np.unique(groups):
+            assert len(set(c[groups == g])) == 1
+
+
+def test_cv_folds_partition_train_and_val_stratified_with_groups_whole_and_the_test_fixed() -> None:
+    from tuning.data.splits import assign_folds
+
+    rng = np.random.default_rng(11)
+    labels = np.repeat([0, 1, 2], [300, 200, 100])
+    groups = labels * 1000 + rng.integers(0, 90, 600)
+    test = assign_splits(labels, groups, "70/15/15", seed=4, test_fraction=0.2) == TEST
+    folds = [assign_folds(labels, groups, folds=5, fold=k, seed=4, test_fraction=0.2) for k in range(5)]
+    for codes in folds:
+        assert np.array_equal(codes == TEST, test)  # the same test images as the fixed split
+        for g in np.unique(groups):
+            assert len(set(codes[groups == g])) == 1
+    in_val = np.sum([codes == VAL for codes in folds], axis=0)
+    assert np.array_equal(in_val, (~test).astype(int))  # every train+val image validates exactly once
+    for label, n in ((0, 300), (1, 200), (2, 100)):
+        shares = [np.sum((codes == VAL) & (labels == label)) for codes in folds]
+        assert max(shares) - min(shares) <= 3 * np.bincount(groups[labels == label]).max()
+        assert abs(sum(shares) - 0.8 * n) <= np.bincount(groups[labels == label]).max()
+    with pytest.raises(ValueError, match="fold 5 of 5"):
+        assign_folds(labels, groups, folds=5, fold=5, seed=4, test_fraction=0.2)
+
+
 # ----- group splits ----------------------------------------------------------------------------------------
 from tuning.data.splits import SPLIT_NAMES, split_shares, split_summary, union_groups  # noqa: E402
 from tuning.errors import DataError  # noqa: E402
@@ -163,3 +207,16 @@ def test_union_groups_chains_near_duplicates_and_source_groups() -> None:
 def test_a_test_share_that_leaves_no_training_is_refused() -> None:
     with pytest.raises(SpaceError, match="leaves no training share"):
         split_shares("70/15/15", test_fraction=0.9)
+
+
+def test_the_summary_of_a_split_with_unused_validation_images_asks_for_the_scored_share() -> None:
+    from tuning.data.splits import UNUSED, summarize_split
+
+    labels = np.repeat([0, 1], 300)
+    groups = np.array([f"g{i // 3}" for i in range(600)], dtype=object)
+    s = summarize_split(labels, groups, "60/20/20", seed=0, test_fraction=0.2, scored_val=0.1, classes=["a", "b"])
+    codes = assign_splits(labels, groups, "60/20/20", seed=0, test_fraction=0.2, scored_val=0.1)
+    assert (codes == UNUSED).sum() > 0
+    assert s["split_shares"] == {"train": pytest.approx(0.6), "val": 0.1, "test": 0.2}
+    assert s["split_drift"]["a"]["val"] == pytest.approx(np.mean(codes[labels == 0] == VAL) - 0.1)
+    assert s["group_disjoint"] is True

@@ -39,7 +39,7 @@ def _setup(space_path: Path, folder: Path, **request: Any) -> tuple[StudyConfig,
         pruner=req.pruner, budget="quick", trials=trials, epochs=epochs, seed=req.seed,
         storage=default_storage(folder), space=space.to_dict(), repeats=req.repeats, max_failures=req.max_failures,
     )
-    return config, space, TrialData(req.data, seed=req.seed, test_fraction=space.test_fraction())
+    return config, space, TrialData.for_space(req.data, space, seed=req.seed)
 
 
 def _run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path,
@@ -127,7 +127,7 @@ def test_staged_walks_the_declared_order_keeps_the_best_of_each_axis_and_resumes
 ) -> None:
     folder = tmp_path / "staged"
     config, space, data = _setup(_staged_space(tiny_space, tmp_path), folder, engine="staged", pruner="none")
-    assert config.trials == 5  # base + 2 learning rates + 2 dropouts (the base's own value is not retried)
+    assert config.trials == 4  # base + 1 other learning rate + 2 other dropouts (the base value is not retrained)
     started: list[dict[str, Any]] = []
 
     def stop_at_third(event: Mapping[str, Any]) -> None:
@@ -164,6 +164,35 @@ def test_staged_limit_stops_after_n_new_trials_and_a_rerun_continues_the_walk(
     assert len(fake_train.calls) == 2
     study = _run(config, space, data, folder)
     assert _states(study) == ["COMPLETE"] * 4 and len(fake_train.calls) == 4  # 1e-3 is the base: no retry
+
+
+def test_staged_honours_trials_and_a_rerun_with_more_continues_the_plan(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`--engine staged --trials 2` trains two configurations of the four-trial plan and says so; asking for
+    the whole plan afterwards trains only the two it had not reached."""
+    path = _staged_space(tiny_space, tmp_path)
+    folder = tmp_path / "staged"
+    config, space, data = _setup(path, folder, engine="staged", pruner="none", trials=2)
+    assert config.trials == 2
+    events: list[Mapping[str, Any]] = []
+    study = _run(config, space, data, folder, on_event=events.append)
+    first = [(t.params, t.user_attrs["stage"]) for t in study.get_trials(deepcopy=False)]
+    assert _states(study) == ["COMPLETE", "COMPLETE"]
+    assert [stage for _, stage in first] == ["base", "learning_rate"]
+    assert [e["message"] for e in events if e["event"] == "note"] == [
+        "Staged: stopped after 2 finished trials of the plan's 4 (--trials 2); rerun with --trials 4 to continue "
+        "the plan"]
+
+    config, space, data = _setup(path, folder, engine="staged", pruner="none")  # no --trials: the whole plan
+    assert config.trials == 4
+    events.clear()
+    study = _run(config, space, data, folder, on_event=events.append)
+    trials = study.get_trials(deepcopy=False)
+    assert [(t.params, t.user_attrs["stage"]) for t in trials[:2]] == first
+    assert [t.user_attrs["stage"] for t in trials[2:]] == ["dropout", "dropout"]
+    assert _states(study) == ["COMPLETE"] * 4 and len(fake_train.calls) == 4  # the first two were looked up
+    assert not [e for e in events if e["event"] == "note"]
 
 
 def test_a_failed_staged_configuration_loses_its_axis_and_is_not_retried(

@@ -8,7 +8,9 @@ us write this). Groups may hold several classes (one person, many emotions); the
 Groups are placed largest first (a seeded jitter orders groups of similar size), each on the side where it
 brings the per-class counts closest to the shares asked, then single groups are moved while that helps. The
 test side is chosen first from the test share alone, so changing the split axis during a search (with the
-test share held) never moves a test image into training or validation. ``split_summary`` says how far the
+test share held) never moves a test image into training or validation; the scored validation images are
+chosen next from their share alone, so every scheme of a study is scored on the same ones; ``--cv`` folds cut
+what is left after the test side the same way, one fold at a time. ``split_summary`` says how far the
 class shares drifted from the shares asked: with large groups they cannot be exact.
 """
 
@@ -22,6 +24,9 @@ import numpy as np
 from tuning.errors import DataError, SpaceError
 
 TRAIN, VAL, TEST = 0, 1, 2
+#: Validation images of a scheme beyond the validation share every compared scheme has (neither trained on nor
+#: scored), so split schemes compared in one study are scored on the same images.
+UNUSED = 3
 SPLIT_NAMES = ("train", "val", "test")
 #: A group is one whole unit, so a class needs one group per split at least.
 MIN_GROUPS = len(SPLIT_NAMES)
@@ -181,32 +186,90 @@ def _place(counts: np.ndarray, order: np.ndarray, share: float, *, need_a: int, 
     return side == 1
 
 
+def _first_sides(labels: np.ndarray, groups: np.ndarray, *, seed: int, test: float,
+                 classes: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(group index per item, groups x classes counts, the seeded placing order, test side per group).
+
+    Everything that follows (validation, unused, folds) is placed among the groups left after the test side,
+    which depends on the test share and the seed alone.
+    """
+    check_groups(labels, groups, classes=classes)
+    gidx, _, counts = _class_counts(labels, groups)
+    rng = np.random.default_rng(seed)
+    jitter = rng.uniform(0.75, 1.25, len(counts))
+    order = np.lexsort((rng.permutation(len(counts)), -counts.sum(axis=1) * jitter))
+    return gidx, counts, order, _place(counts, order, test, need_a=1, need_b=2)
+
+
+def _among(counts: np.ndarray, order: np.ndarray, free: np.ndarray, share: float, *, need_a: int,
+           need_b: int) -> np.ndarray:
+    """``_place`` among the groups ``free`` (bool per group) only, in the same order; ``share`` of the free."""
+    idx = np.flatnonzero(free)
+    sub_order = np.argsort(np.argsort(order)[idx], kind="stable")
+    side = np.zeros(len(counts), dtype=bool)
+    if len(idx):
+        side[idx] = _place(counts[idx], sub_order, share, need_a=need_a, need_b=need_b)
+    return side
+
+
 def assign_splits(
     labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int, test_fraction: float | None = None,
-    classes: Sequence[str] | None = None,
+    scored_val: float | None = None, classes: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """TRAIN/VAL/TEST code per item for ``scheme``; ``test_fraction`` overrides the scheme's test share.
+    """TRAIN/VAL/TEST (/UNUSED) code per item for ``scheme``; ``test_fraction`` overrides its test share.
 
     Every group lands on one side; each class's shares come as close to the asked ones as its groups allow.
-    With the override, validation takes the scheme's share and training the rest. ``classes`` names the label
-    values in the error for a class with fewer than three groups.
+    With the override, validation takes the scheme's share and training the rest. ``scored_val`` (at most the
+    scheme's validation share) keeps only that share as VAL, chosen from it alone, and marks the rest of the
+    scheme's validation share UNUSED: schemes of one study are then scored on the very same validation images
+    while training on their own shares. ``classes`` names the label values in the error for a class with
+    fewer than three groups.
     """
     _, val, test = split_shares(scheme, test_fraction=test_fraction)
     labels = np.asarray(labels)
     codes = np.full(len(labels), TRAIN, dtype=np.int8)
     if not len(labels):
         return codes
-    check_groups(labels, groups, classes=classes)
-    gidx, _, counts = _class_counts(labels, groups)
-    rng = np.random.default_rng(seed)
-    jitter = rng.uniform(0.75, 1.25, len(counts))
-    order = np.lexsort((rng.permutation(len(counts)), -counts.sum(axis=1) * jitter))
-    is_test = _place(counts, order, test, need_a=1, need_b=2)
-    rest = np.flatnonzero(~is_test)
-    rest_order = np.argsort(np.argsort(order)[rest], kind="stable")  # the same order among the rest
-    is_val = np.zeros(len(counts), dtype=bool)
-    is_val[rest] = _place(counts[rest], rest_order, val / (1.0 - test), need_a=1, need_b=1)
+    gidx, counts, order, is_test = _first_sides(labels, groups, seed=seed, test=test, classes=classes)
+    scored = val if scored_val is None or scored_val >= val else float(scored_val)
+    is_val = _among(counts, order, ~is_test, scored / (1.0 - test), need_a=1, need_b=1)
+    is_unused = np.zeros(len(counts), dtype=bool)
+    if scored < val:
+        is_unused = _among(counts, order, ~is_test & ~is_val, (val - scored) / (1.0 - test - scored),
+                           need_a=0, need_b=1)
+    codes[is_unused[gidx]] = UNUSED
     codes[is_val[gidx]] = VAL
+    codes[is_test[gidx]] = TEST
+    return codes
+
+
+def assign_folds(
+    labels: np.ndarray, groups: np.ndarray, *, folds: int, fold: int, seed: int, test_fraction: float,
+    classes: Sequence[str] | None = None,
+) -> np.ndarray:
+    """TRAIN/VAL/TEST per item for fold ``fold`` of ``folds`` over everything but the test images (``--cv``).
+
+    The test side is ``assign_splits``'s for the same ``test_fraction`` and seed; the groups left are cut into
+    ``folds`` stratified parts of equal item counts (fold k takes 1/(folds-k) of what folds before it left),
+    groups whole. The fold's part validates and the others train.
+    """
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} of {folds}")
+    labels = np.asarray(labels)
+    codes = np.full(len(labels), TRAIN, dtype=np.int8)
+    if not len(labels):
+        return codes
+    gidx, counts, order, is_test = _first_sides(labels, groups, seed=seed, test=float(test_fraction),
+                                                classes=classes)
+    free = ~is_test
+    mine = free.copy()
+    for k in range(fold + 1):
+        if k == folds - 1:
+            mine = free
+            break
+        mine = _among(counts, order, free, 1.0 / (folds - k), need_a=1, need_b=folds - k - 1)
+        free = free & ~mine
+    codes[mine[gidx]] = VAL
     codes[is_test[gidx]] = TEST
     return codes
 
@@ -251,9 +314,15 @@ def split_summary(labels: np.ndarray, groups: np.ndarray, codes: np.ndarray, sha
 
 
 def summarize_split(labels: np.ndarray, groups: np.ndarray, scheme: str, *, seed: int,
-                    test_fraction: float | None, classes: Sequence[str],
+                    test_fraction: float | None, classes: Sequence[str], scored_val: float | None = None,
                     source_groups: np.ndarray | None = None) -> dict[str, Any]:
-    """``split_summary`` of the split ``assign_splits`` makes: what the final evaluation records."""
-    codes = assign_splits(labels, groups, scheme, seed=seed, test_fraction=test_fraction, classes=classes)
-    return split_summary(labels, groups, codes, split_shares(scheme, test_fraction=test_fraction),
-                         classes=classes, source_groups=source_groups)
+    """``split_summary`` of the split ``assign_splits`` makes: what the final evaluation records.
+
+    With ``scored_val`` below the scheme's validation share, validation is the scored share (the UNUSED
+    images are on no side of the three, and the shares asked say so)."""
+    codes = assign_splits(labels, groups, scheme, seed=seed, test_fraction=test_fraction, scored_val=scored_val,
+                          classes=classes)
+    train, val, test = split_shares(scheme, test_fraction=test_fraction)
+    if scored_val is not None and scored_val < val:
+        val = float(scored_val)
+    return split_summary(labels, groups, codes, (train, val, test), classes=classes, source_groups=source_groups)

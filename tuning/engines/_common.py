@@ -21,7 +21,8 @@ from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
 
-#: Called per epoch of the first repeat with (epoch index, objective value); True prunes the trial.
+#: Called per epoch of the first run (repeat 0; with --cv, its fold 0) with (epoch index, objective value);
+#: True prunes the trial. Every trial is pruned on the same fold, so their curves are comparable.
 Reporter = Callable[[int, float], bool]
 WORKER_ATTR = "worker"
 POLL_SECONDS = 2.0
@@ -49,7 +50,8 @@ def direction(objective: str) -> Literal["minimize", "maximize"]:
 
 
 class TrialRunner:
-    """Trains one configuration for an engine: repeats, progress events and ``trials/<id>/history.json``."""
+    """Trains one configuration for an engine: repeats x folds (``--cv``; the value is the mean over all of
+    them, the spread their standard deviation), progress events and ``trials/<id>/history.json``."""
 
     def __init__(self, config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path,
                  on_event: OnEvent) -> None:
@@ -62,13 +64,16 @@ class TrialRunner:
         self.on_event({"event": "trial_start", "number": key, "params": dict(params)})
         objective = self.config.objective
         results = []
-        for repeat in range(self.config.repeats):
+        folds = self.config.cv
+        runs = [(repeat, fold) for repeat in range(self.config.repeats) for fold in range(folds)]
+        for index, (repeat, fold) in enumerate(runs):
 
-            def hook(epoch: int, logs: Mapping[str, float], repeat: int = repeat) -> bool:
+            def hook(epoch: int, logs: Mapping[str, float], first: bool = index == 0) -> bool:
                 self.on_event({"event": "epoch", "number": key, "epoch": epoch + 1, "epochs": epochs, "logs": logs})
-                return repeat == 0 and report is not None and report(epoch, float(logs.get(objective, math.nan)))
+                return first and report is not None and report(epoch, float(logs.get(objective, math.nan)))
 
-            result = train_trial(self.config.model, params, self.data, self.space, epochs=epochs,
+            data = self.data.with_fold(fold, folds) if folds > 1 else self.data
+            result = train_trial(self.config.model, params, data, self.space, epochs=epochs,
                                  seed=self.config.seed + repeat, hooks=[hook], objective=objective)
             results.append(result)
             if result.status != "complete":
@@ -84,7 +89,8 @@ class TrialRunner:
         _io.write_json(self.trials_dir / str(key) / "history.json", {
             "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
             "reason": outcome.reason, "seconds": outcome.seconds, "precision": results[0].precision,
-            "history": results[0].history, "repeats": [r.history for r in results[1:]],
+            "history": results[0].history, "repeats": [r.history for r in results[1:]], "values": values,
+            "folds": self.config.cv,
         })
         self.on_event({"event": "trial_end", "number": key, "status": outcome.status, "value": outcome.value,
                        "reason": outcome.reason, "seconds": outcome.seconds, "pid": os.getpid(), "rss_mb": rss_mb()})

@@ -23,15 +23,24 @@ TRANSIENT = ("interrupted", "worker ")
 
 
 def plan_size(space: SearchSpace) -> int:
-    """Trials the procedure needs at most: the base point plus every value of every staged axis."""
-    return 1 + sum(len(values) for name, values in space.staged_stages() if name in space.search)
+    """Trials the whole procedure trains: the base point plus every value of every staged axis except the
+    base's own (an axis is walked before any later choice can change it, so the count is exact)."""
+    return 1 + sum(len({v for v in values if v != space.base[name]})
+                   for name, values in space.staged_stages() if name in space.search)
+
+
+class _Enough(Exception):
+    """The study holds ``config.trials`` finished trials: the walk stops here, and a rerun asking for more
+    continues from this point."""
 
 
 def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent,
         worker: int = 0, limit: int | None = None) -> Any:
     """Walk the stages; returns the study (its trials carry a ``stage`` attribute).
 
-    With ``limit``, stops after that many new trials (``TrialLimitReached``); a rerun continues the walk.
+    Stops once the study holds ``config.trials`` finished trials (``--trials`` below the plan's size), saying
+    so in a ``note`` event; a rerun with a larger ``--trials`` continues the walk where it stopped. With
+    ``limit``, stops after that many new trials (``TrialLimitReached``); a rerun continues the walk.
     """
     from optuna.trial import TrialState
 
@@ -51,6 +60,9 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
                 return sign * t.value
             if t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(TRANSIENT):
                 return -math.inf
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+        if finished >= config.trials:
+            raise _Enough
         if limit is not None and trained[0] >= limit:
             raise TrialLimitReached
         trained[0] += 1
@@ -58,12 +70,17 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
         outcome = run_one(study, runner, space.suggest_optuna, prune=False)
         return sign * outcome.value if outcome and outcome.status == "complete" else -math.inf
 
-    best = evaluate(dict(chosen), "base")
-    for name, values in axes:
-        for value in values:
-            if value == chosen[name]:
-                continue
-            score = evaluate({**chosen, name: value}, name)
-            if score > best:
-                best, chosen = score, {**chosen, name: value}
+    try:
+        best = evaluate(dict(chosen), "base")
+        for name, values in axes:
+            for value in values:
+                if value == chosen[name]:
+                    continue
+                score = evaluate({**chosen, name: value}, name)
+                if score > best:
+                    best, chosen = score, {**chosen, name: value}
+    except _Enough:
+        plan = plan_size(space)
+        on_event({"event": "note", "message": f"Staged: stopped after {config.trials} finished trials of the "
+                  f"plan's {plan} (--trials {config.trials}); rerun with --trials {plan} to continue the plan"})
     return study

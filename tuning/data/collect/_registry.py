@@ -8,12 +8,11 @@ key is one clear error before anything is requested.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from tuning._registry import Registry
 from tuning.data.collect._http import Http
-from tuning.errors import UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ class Provider:
     no_endpoint: str = ""  # why there is no default endpoint, said when --endpoint is missing
 
 
-_REGISTRY: dict[str, Provider] = {}
-_BUILTIN_MODULES = ("tuning.data.collect._providers",)
+_PROVIDERS: Registry[Provider] = Registry("provider", ("tuning.data.collect._providers",))
 
 
 def register_provider(name: str, *, page_size: int, endpoint: str | None = None, key_env: str | None = None,
@@ -53,25 +51,16 @@ def register_provider(name: str, *, page_size: int, endpoint: str | None = None,
         raise ValueError(f"page_size must be >= 1, got {page_size}")
 
     def wrap(fn: SearchFn) -> SearchFn:
-        _REGISTRY[name] = Provider(name, fn, page_size, endpoint, key_env, no_endpoint)
+        _PROVIDERS.add(name, Provider(name, fn, page_size, endpoint, key_env, no_endpoint))
         return fn
 
     return wrap
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def known_providers() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return _PROVIDERS.names()
 
 
 def get_provider(name: str) -> Provider:
     """The registered provider, or an error listing the known names."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise UnknownNameError("provider", name, list(_REGISTRY))
-    return _REGISTRY[name]
+    return _PROVIDERS.get(name)

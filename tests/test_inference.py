@@ -18,7 +18,7 @@ from tuning.cli import cli
 from tuning.data.images import IMAGE_SUFFIXES, load_raw_rgb
 from tuning.errors import ToolkitError
 from tuning.export import ExportResult, export_study, parse_formats
-from tuning.predict import SAVEDMODEL_RISK, decoder, load_predictor, predict, stream_batches
+from tuning.inference import SAVEDMODEL_RISK, decoder, load_predictor, predict, stream_batches
 
 SUFFIXES = ", ".join(IMAGE_SUFFIXES)
 
