@@ -117,6 +117,24 @@ def test_bad_retrain_options_are_refused(study: Path) -> None:
     assert result.exit_code == 1 and result.output.startswith("Error: ") and "no study here" in result.output
 
 
+def test_the_trial_to_retrain_follows_the_objective_and_needs_a_complete_one() -> None:
+    """``tuning retrain`` picks by ``tuning.trials.best_trial``: lowest val_loss, never a pruned trial."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name="loss", direction="minimize")
+    for state, value in ((TrialState.COMPLETE, 0.8), (TrialState.COMPLETE, 0.3), (TrialState.COMPLETE, 1.2),
+                         (TrialState.PRUNED, 0.1)):
+        study.add_trial(create_trial(state=state, value=value))
+    assert best_trial(study, "val_loss").number == 1
+    assert best_trial(study, "val_accuracy").number == 2
+    empty = optuna.create_study(study_name="empty")
+    empty.add_trial(create_trial(state=TrialState.FAIL))
+    with pytest.raises(StudyError, match="^study 'empty': no trial completed, so there is nothing to retrain$"):
+        best_trial(empty, "val_accuracy")
+
+
 def test_metrics_and_report_say_whether_the_test_split_is_group_disjoint_and_hold_it_against_the_baseline(
         study: Path) -> None:
     from scipy.stats import binomtest

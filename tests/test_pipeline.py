@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -332,3 +333,59 @@ def test_the_staged_split_stage_scores_every_scheme_on_the_same_images(tiny_data
     tests = {tuple(sorted(v["test"][2])) for v in views.values()}
     assert len(vals) == 1 and len(tests) == 1 and len(next(iter(vals))) > 0
     assert len({len(v["train"][2]) for v in views.values()}) == 3
+
+
+def test_summary_retrain_and_report_name_the_same_lowest_loss_trial(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Under --objective val_loss the best trial is the lowest one. The summary, the retrain and the report
+    each picked their own (the summary and the report's curves with max); now one rule names trial #1, never
+    the highest loss (#2) nor the pruned trial whose last value (0.1) is lower than any complete one."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from tuning.engines.optuna_engine import load_study
+    from tuning.evaluate import best_trial
+    from tuning.pipeline import resolve_config
+    from tuning.space import SearchSpace
+    from tuning.study import write_config
+
+    folder = tmp_path / "runs" / "loss"
+    args = ["--model", "alexnet", "--data", str(tiny_dataset), "--space", str(tiny_space("alexnet")), "--budget",
+            "quick", "--trials", "3", "--seed", "1", "--pruner", "none", "--precision", "float32", "--objective",
+            "val_loss", "--study", str(folder)]
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=3, seed=1, pruner="none", precision="float32", objective="val_loss",
+                            study=str(folder))
+    config = resolve_config(request)
+    write_config(folder, config)  # the state a finished search left: its trials are all in the storage
+    study = load_study(config, SearchSpace.from_dict(config.space))
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                     "dropout": optuna.distributions.FloatDistribution(0.0, 0.5, step=0.1)}
+    history = {"loss": [1.2, 1.0], "accuracy": [0.3, 0.4], "val_loss": [1.1, 0.9], "val_accuracy": [0.3, 0.4]}
+    for state, value, lr, dropout, attrs in [
+        (TrialState.COMPLETE, 0.9, 1e-3, 0.0, {}),
+        (TrialState.COMPLETE, 0.5, 1e-2, 0.1, {}),
+        (TrialState.COMPLETE, 1.4, 1e-4, 0.2, {}),
+        (TrialState.PRUNED, 0.1, 3e-3, 0.3, {}),
+        (TrialState.FAIL, None, 5e-3, 0.4, {"fail_reason": "out of memory: fake"}),
+    ]:
+        study.add_trial(create_trial(state=state, value=value, params={"learning_rate": lr, "dropout": dropout},
+                                     distributions=distributions,
+                                     user_attrs={"history": history, "seconds": 1.0, "epochs": 2, **attrs}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"surplus": True}))  # lost a worker race
+
+    result = CliRunner().invoke(cli, ["search", *args])
+    assert result.exit_code == 0, result.output
+    assert "Trials: 3 complete, 1 pruned, 1 failed\n" in result.output  # the surplus trial is not counted
+    assert "Best trial #1: validation loss 0.500\n" in result.output
+    metrics = json.loads((folder / "final" / "metrics.json").read_text())
+    assert (metrics["params"]["learning_rate"], metrics["params"]["dropout"]) == (1e-2, 0.1)  # #1 retrained
+    assert best_trial(load_study(config), "val_loss").number == 1  # what 'tuning retrain' retrains
+    page = (folder / "report" / "index.html").read_text()
+    assert "Best trial #1: val_loss 0.5." in page and "Best trial #1: curves" in page
+    assert "<td>3 complete, 1 pruned, 1 failed</td>" in page
+    assert "1 surplus trial(s) left out" in page
+    table = page.split("Trials, best first (val_loss):")[1].split("</table>")[0]
+    assert re.findall(r"<tr><td>(\d+)</td><td>(\w+)</td>", table) == [
+        ("1", "complete"), ("0", "complete"), ("2", "complete"), ("3", "pruned"), ("4", "failed")]

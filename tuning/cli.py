@@ -352,7 +352,9 @@ def data_review(dataset: Path, out: Path | None, rejects: tuple[Path, ...]) -> N
 # ----- search --------------------------------------------------------------------------------------------
 def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
     """Live lines: one per epoch on a terminal (overwritten), one per finished trial always."""
-    state: dict[str, Any] = {"best": -math.inf, "done": 0, "seconds": 0.0, "params": {}}
+    from tuning.trials import better
+
+    state: dict[str, Any] = {"best": None, "done": 0, "seconds": 0.0, "params": {}, "objective": "val_accuracy"}
     tty = sys.stdout.isatty()
 
     def show(event: Mapping[str, Any]) -> None:
@@ -360,6 +362,7 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
         if kind == "study":
             config = event["config"]
             state["total"] = config.trials
+            state["objective"] = config.objective
             click.echo(f"Study {event['folder']}: {config.model} on {config.dataset}, engine {config.engine}/"
                        f"{config.sampler}, budget {config.budget}, {config.trials} trials x {config.epochs} epochs")
             split = event["space"].base["split"]
@@ -382,13 +385,14 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             state["done"] += 1
             state["seconds"] += event["seconds"]
             value = event["value"]
-            if event["status"] == "complete":
-                state["best"] = max(state["best"], value)
+            if event["status"] == "complete" and better(value, state["best"], state["objective"]):
+                state["best"] = value
             eta = state["seconds"] / state["done"] * max(0, state.get("total", 0) - state["done"])
             shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
-            best = f"{state['best']:.3f}" if math.isfinite(state["best"]) else "  -  "  # none complete yet
+            best = f"{state['best']:.3f}" if state["best"] is not None else "  -  "  # none complete yet
+            short = "val_loss" if state["objective"] == "val_loss" else "val_acc"
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
-                       f"val_acc {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
+                       f"{short} {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
         elif kind == "note":  # an engine explains why the study holds fewer or other trials than asked
             click.echo(event["message"])
@@ -412,10 +416,11 @@ def _headline_notes(metrics: Mapping[str, Any]) -> None:
 
 def _summary(outcome: Any) -> None:
     from tuning.pipeline import describe_reduced
+    from tuning.trials import describe_counts
 
     m = outcome.metrics
     low, high = m["accuracy_ci95"]
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    counts = describe_counts(outcome.counts)
     minutes, seconds = divmod(int(outcome.seconds), 60)
     click.echo("")
     click.echo(f"== Study {outcome.folder} ({minutes}m{seconds:02d}s)")
@@ -423,7 +428,8 @@ def _summary(outcome: Any) -> None:
         click.echo(f"Reduced CPU budget '{outcome.config.budget}': {describe_reduced(outcome.reduced)} "
                    f"(the study's own settings: --budget full)")
     click.echo(f"Trials: {counts}")
-    click.echo(f"Best trial #{outcome.best_number}: validation accuracy {outcome.best_value:.3f}")
+    objective = outcome.config.objective.replace("val_", "validation ")
+    click.echo(f"Best trial #{outcome.best_number}: {objective} {outcome.best_value:.3f}")
     for key, value in outcome.best_params.items():
         click.echo(f"  {key:<14} {_short(value)}")
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={m['n']}), "

@@ -21,6 +21,7 @@ from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+from tuning.trials import best_trial as _best_trial
 
 #: What the final model may be fitted on; the test split is never among them.
 FIT_ON = ("train", "train+val")
@@ -83,11 +84,12 @@ def best_epoch_count(history: Mapping[str, list[float]], objective: str) -> int:
 
 
 def best_trial(study: Any, objective: str) -> Any:
-    """The complete trial with the best objective; an error when none completed."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
-    if not complete:
+    """The trial to retrain: ``tuning.trials.best_trial`` (the summary and the report name the same one), or an
+    error when none completed."""
+    best = _best_trial(study, objective)
+    if best is None:
         raise StudyError(f"study '{study.study_name}': no trial completed, so there is nothing to retrain")
-    return (min if objective == "val_loss" else max)(complete, key=lambda t: t.value)
+    return best
 
 
 def retrain_and_test(

@@ -64,7 +64,7 @@ class SearchOutcome:
     best_params: dict[str, Any]
     best_value: float
     best_number: int
-    counts: dict[str, int]
+    counts: dict[str, int]  # tuning.trials.state_counts: every state, surplus trials left out
     metrics: dict[str, Any]
     report: Path
     model: Path
@@ -238,12 +238,13 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
 
     from tuning.engines import run_engine
-    from tuning.engines._common import counts, wait_for_others
+    from tuning.engines._common import wait_for_others
     from tuning.engines.optuna_engine import load_study
     from tuning.engines.processes import run_workers
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
+    from tuning.trials import best_trial, state_counts
 
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
@@ -258,17 +259,16 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
         if is_worker():
             return None
     wait_for_others(study)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
+    best = best_trial(study, config.objective)
+    if best is None:
         raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
-    best = (min if config.objective == "val_loss" else max)(complete, key=lambda t: t.value)
     best_params = space.resolve(best.params)
     on_event({"event": "retrain", "params": best_params})
     metrics = retrain_and_test(config, space, data, best_params, folder)
     report = build_report(folder)
     model = export_study(folder).model
-    return SearchOutcome(folder, config, best_params, best.value, best.number, counts(study), metrics, report, model,
-                         time.perf_counter() - start, reduced=_reduced(space, budget))
+    return SearchOutcome(folder, config, best_params, best.value, best.number, state_counts(study), metrics, report,
+                         model, time.perf_counter() - start, reduced=_reduced(space, budget))
 
 
 def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tuning import _io
 from tuning.engines import OnEvent, TrialLimitReached
@@ -20,6 +20,7 @@ from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
+from tuning.trials import direction  # noqa: F401 - re-exported: the engines set their study's direction with it
 
 #: Called per epoch of the first run (repeat 0; with --cv, its fold 0) with (epoch index, objective value);
 #: True prunes the trial. Every trial is pruned on the same fold, so their curves are comparable.
@@ -43,10 +44,6 @@ class Outcome:
 
 def worker_id() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def direction(objective: str) -> Literal["minimize", "maximize"]:
-    return "minimize" if objective == "val_loss" else "maximize"
 
 
 class TrialRunner:
@@ -106,13 +103,6 @@ def record_attrs(trial: Any, outcome: Outcome) -> None:
         trial.set_user_attr("spread", outcome.spread)
     if outcome.reason:
         trial.set_user_attr("fail_reason", outcome.reason)
-
-
-def counts(study: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
-    return out
 
 
 def fail_dead_workers(study: Any) -> list[int]:
