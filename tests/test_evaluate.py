@@ -94,6 +94,7 @@ def test_retrain_cli_on_train_plus_val_with_two_seeds(study: Path, tmp_path: Pat
     result = CliRunner().invoke(cli, ["retrain", "--study", str(folder), "--fit-on", "train+val", "--seeds", "2"])
     assert result.exit_code == 0, result.output
     assert "Across 2 seeds: mean" in result.output and "95% Wilson CI" in result.output
+    assert "  Test split disjoint by near-duplicate groups only" in result.output  # no --group-by on this set
     m = _metrics(folder)
     config = read_config(folder)
     best = best_trial(load_study(config), config.objective)
@@ -132,3 +133,48 @@ def test_the_trial_to_retrain_follows_the_objective_and_needs_a_complete_one() -
     empty.add_trial(create_trial(state=TrialState.FAIL))
     with pytest.raises(StudyError, match="^study 'empty': no trial completed, so there is nothing to retrain$"):
         best_trial(empty, "val_accuracy")
+
+
+def test_metrics_and_report_say_whether_the_test_split_is_group_disjoint_and_hold_it_against_the_baseline(
+        study: Path) -> None:
+    from scipy.stats import binomtest
+
+    m = _metrics(study)
+    assert m["group_disjoint"] is True and m["grouped_by"] == "near-duplicates"
+    assert m["groups"]["test"] == m["split_sizes"]["test"]  # no source groups and no near copies: one image each
+    assert set(m["split_drift"]) == set(m["classes"]) and m["split_max_drift"] < 0.1
+    base = m["baseline"]
+    majority = max(v["support"] for v in m["per_class"].values())
+    assert base["accuracy"] == pytest.approx(majority / m["n"])
+    correct = round(m["accuracy"] * m["n"])
+    assert base["p_value"] == pytest.approx(binomtest(correct, m["n"], majority / m["n"], alternative="greater").pvalue)
+    assert base["beats"] == (base["p_value"] < 0.05)
+    html = (study / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Test split disjoint by near-duplicate groups only" in html
+    assert ("Beats the trivial baseline" if base["beats"] else "does not beat the trivial baseline") in html
+
+
+def test_a_grouped_dataset_is_tested_on_unseen_groups_and_the_summary_says_so(
+        tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
+    """Families kept apart (demo --groups, prepare --group-by folder): no family of the test split was trained
+    on, and the search summary states it next to the headline figure."""
+    from tuning.data.demo import make_demo
+
+    data = tmp_path / "families"
+    make_demo(data / "raw", per_class=24, size=32, seed=0, family_size=4)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["data", "prepare", str(data), "--size", "32", "--group-by", "folder"]).exit_code == 0
+    result = runner.invoke(cli, ["search", "--model", "alexnet", "--data", str(data), "--space",
+                                 str(tiny_space("alexnet")), "--budget", "quick", "--trials", "1", "--epochs", "1",
+                                 "--study", str(tmp_path / "runs" / "g"), "--pruner", "none"])
+    assert result.exit_code == 0, result.output
+    m = _metrics(tmp_path / "runs" / "g")
+    assert m["group_disjoint"] is True and m["grouped_by"] == "source"
+    assert sum(m["groups"].values()) == 18  # 6 families per class, each on one side
+    with open(tmp_path / "runs" / "g" / "final" / "predictions.csv", newline="") as fh:
+        tested = {Path(r["file"]).parent.name for r in csv.DictReader(fh)}
+    trained = {Path(p).parent.name for p in (data / "raw").rglob("*.*")} - tested
+    assert tested and trained and not tested & trained
+    headline = result.output.split("Test accuracy", 1)[1].splitlines()
+    assert headline[1].startswith(f"  Group-disjoint test split: its {m['groups']['test']} group(s)")
+    assert "trivial baseline" in headline[2]

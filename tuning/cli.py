@@ -43,6 +43,14 @@ def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Study name (runs/NAME) or folder.")(fn)
 
 
+def group_by_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--group-by", "group_by", default=None, metavar="RULE",
+        help="Source groups a split keeps together: folder (the first sub-folder below each class: a show, a "
+             "person), regex:PATTERN (on the path below the class folder; its first group or the match names "
+             "the group), csv:FILE (columns path,group) or none (clear).")(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tuning")
 def cli() -> None:
@@ -60,16 +68,24 @@ def data() -> None:
 @click.option("--per-class", type=int, default=300, show_default=True)
 @click.option("--size", type=int, default=128, show_default=True, help="Short side of the images in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--groups", is_flag=True,
+              help="Families of related images (OUT/raw/<Class>/<class>_family_NNN/), like frames of one show; "
+                   "then 'tuning data prepare OUT --group-by folder' keeps each family on one side of a split.")
+@click.option("--family-size", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Images per family with --groups.")
 @handle_errors
-def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
+def data_demo(out: Path, per_class: int, size: int, seed: int, groups: bool, family_size: int) -> None:
     """Generate the built-in three-class demo set (Action, Romance, Anime) under OUT/raw/."""
     from tuning.data.demo import make_demo
 
     start = time.perf_counter()
-    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed)
+    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed,
+                       family_size=family_size if groups else 0)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     click.echo(f"Wrote {sum(result.counts.values())} images ({counts}) to {result.out} "
                f"in {time.perf_counter() - start:.1f}s")
+    if groups:
+        click.echo(f"In families of {family_size}; group them with: tuning data prepare {out} --group-by folder")
 
 
 @data.command("prepare")
@@ -79,15 +95,26 @@ def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
 @click.option("--balance", type=click.Choice(["undersample", "weights"]), default="undersample", show_default=True,
               help="undersample: drop images down to the smallest class; weights: keep all, store class weights.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@group_by_option
+@click.option("--split", "preview_split", default="70/15/15", show_default=True, metavar="TRAIN/VAL/TEST",
+              help="Split to preview: groups per side and how far the class shares drift from it.")
 @handle_errors
-def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int) -> None:
+def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int, group_by: str | None,
+                 preview_split: str) -> None:
     """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
+    from tuning.data.groups import parse_group_by
     from tuning.data.prepare import check_size, prepare
+    from tuning.data.splits import split_shares
 
     check_size(size)  # before TensorFlow's seconds of start-up
+    if group_by is not None:
+        parse_group_by(group_by)
+    split_shares(preview_split)
     runtime.load_tensorflow()
 
-    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
+    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance, group_by=group_by,
+                     preview_split=preview_split)
+    _grouping_lines(report.grouping)
     click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
     for name, n in report.available.items():
         weight = f"  class weight {report.class_weights[name]:.3f}" if balance == "weights" else ""
@@ -99,6 +126,31 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, 
         click.echo(f"    {reason:<48} {n:>6}")
     for path, reason in report.skipped:
         click.echo(f"    {path}: {reason}")
+    if report.split_error:
+        click.echo(f"Warning: split {report.preview_split} cannot be made: {report.split_error}")
+    elif report.split is not None:
+        sp = report.split
+        by = ("source groups merged with near duplicates" if sp["grouped_by"] == "source" else
+              "near-duplicate groups only (no --group-by: one show or person may sit on both sides)")
+        g = sp["groups"]
+        click.echo(f"Split {report.preview_split} preview (seed 0), kept together: {by}")
+        click.echo(f"  groups: train {g['train']}, val {g['val']}, test {g['test']}; largest class-share drift "
+                   f"{100 * sp['split_max_drift']:.1f} points")
+        for name, d in sp["split_drift"].items():
+            click.echo(f"  {name:<16} " + "  ".join(f"{k} {100 * v:+.1f}" for k, v in d.items()))
+
+
+def _grouping_lines(grouping: Any) -> None:
+    """What --group-by did: files and groups, and every file it left ungrouped counted by reason."""
+    if grouping is None:
+        return
+    click.echo(f"Grouped by {grouping.spec}: {grouping.grouped} file(s) in {grouping.groups} group(s)")
+    for reason, n in grouping.reasons().most_common():
+        click.echo(f"  not grouped: {reason:<56} {n:>6}")
+    for path in grouping.unknown[:10]:
+        click.echo(f"    csv names no file of the dataset: {path}")
+    if len(grouping.unknown) > 10:
+        click.echo(f"    ... {len(grouping.unknown) - 10} more")
 
 
 def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
@@ -115,8 +167,9 @@ def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
 @data.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder (copies go to OUT/raw/).")
+@group_by_option
 @handle_errors
-def data_import(source: Path, out: Path) -> None:
+def data_import(source: Path, out: Path, group_by: str | None) -> None:
     """Copy SOURCE/<class>/** (nested folders kept) into OUT/raw/<class>/ and build OUT/manifest.csv."""
     from tuning.data.importer import import_folder
 
@@ -126,7 +179,7 @@ def data_import(source: Path, out: Path) -> None:
         if tty and (i == n or i % 50 == 0):
             click.echo(f"\rCopying {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
 
-    result = import_folder(source, out, progress=progress)
+    result = import_folder(source, out, group_by=group_by, progress=progress)
     click.echo(f"Imported {sum(result.copied.values())} new image(s) into {out / 'raw'} in {result.seconds:.1f}s "
                f"({sum(result.present.values())} already there)")
     for label, n in result.copied.items():
@@ -144,6 +197,7 @@ def data_import(source: Path, out: Path) -> None:
         click.echo(f"  not copied: {rel} (a different file is already at {there}; rename one of them)")
     if result.unreadable:
         click.echo(f"Unreadable images (kept, marked in the manifest): {len(result.unreadable)}")
+    _grouping_lines(result.grouping)
     click.echo(f"Manifest: {out / 'manifest.csv'}")
 
 
@@ -199,9 +253,12 @@ def data_stats(dataset: Path, as_json: bool) -> None:
         click.echo(json.dumps(st.to_dict(), indent=2, ensure_ascii=False))
         return
     click.echo(f"{st.dataset}: {st.files} files, {st.duplicate_groups} duplicate group(s)")
-    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6}")
+    click.echo("Groups: " + ("source groups (--group-by) merged with near duplicates" if st.source_grouped else
+                             "near duplicates only (no --group-by: one show or person may sit on both sides)"))
+    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6} {'groups':>6} {'largest group':>13}")
     for label, c in st.per_class.items():
-        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6}")
+        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6} {c['groups']:>6} "
+                   f"{100 * c['largest_group_share']:>12.1f}%")
     click.echo("Status: " + ", ".join(f"{k} {v}" for k, v in st.per_status.items()))
     if st.sizes:
         (w0, w1, w2), (h0, h1, h2) = st.sizes.width, st.sizes.height
@@ -349,6 +406,14 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _headline_notes(metrics: Mapping[str, Any]) -> None:
+    """Group-disjointness and the trivial baseline, right under the test-accuracy line."""
+    from tuning.metrics import headline_notes
+
+    for line in headline_notes(metrics):
+        click.echo(f"  {line}")
+
+
 def _summary(outcome: Any) -> None:
     from tuning.pipeline import describe_reduced
     from tuning.trials import describe_counts
@@ -369,6 +434,7 @@ def _summary(outcome: Any) -> None:
         click.echo(f"  {key:<14} {_short(value)}")
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={m['n']}), "
                f"balanced accuracy {m['balanced_accuracy']:.3f}")
+    _headline_notes(m)
     classes = m["classes"]
     width = max(8, *(len(c) + 1 for c in classes))
     click.echo("Confusion matrix (rows: true, columns: predicted)")
@@ -479,6 +545,7 @@ def retrain(study: str, fit_on: str, seeds: int) -> None:
     low, high = m["accuracy_ci95"]
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
                f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")
+    _headline_notes(m)
     s = m["seeds"]
     if s["k"] > 1:
         click.echo(f"Across {s['k']} seeds: mean {s['mean']:.3f}, std {s['std']:.3f}, 95% t-interval "

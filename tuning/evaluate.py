@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from tuning import _io
+from tuning.data.splits import summarize_split
 from tuning.errors import StudyError, UnknownNameError
 from tuning.metrics import confusion_matrix, macro_roc_auc, seed_summary, summarize
 from tuning.models.describe import layer_table
@@ -147,6 +148,10 @@ def retrain_and_test(
             "seconds": result.seconds,
             "seed": config.seed,
         }
+        arrays = data.arrays(int(params["image_size"]))  # group-disjointness and class-share drift of this split
+        metrics |= summarize_split(arrays.y, arrays.groups, str(params["split"]), seed=data.seed,
+                                   test_fraction=data.test_fraction, classes=data.classes,
+                                   scored_val=data.scored_val, source_groups=arrays.source_groups)
         save_model(shipped, final / "model.keras")
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))

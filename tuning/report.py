@@ -418,6 +418,13 @@ def headline_blocks(ctx: ReportContext) -> list[Block]:
     return [Block("p", summary + ".")]
 
 
+def headline_notes_blocks(ctx: ReportContext) -> list[Block]:
+    """Next to the headline: whether the test split is group-disjoint, and the trivial baseline held against it."""
+    from tuning.metrics import headline_notes
+
+    return [Block("note" if line.startswith("Warning") else "p", line) for line in headline_notes(ctx.metrics)]
+
+
 def seed_blocks(ctx: ReportContext) -> list[Block]:
     """How much the test accuracy owes to the seed, or a note that one seed cannot say."""
     seeds = ctx.metrics.get("seeds") or {}
@@ -562,7 +569,7 @@ def architecture_blocks(ctx: ReportContext) -> list[Block]:
 #: The report's sections in page order: a heading and the parts whose blocks it shows. A new piece of the
 #: report is one function ``(ReportContext) -> list[Block]`` added here.
 SECTIONS: tuple[tuple[str, tuple[Part, ...]], ...] = (
-    ("Result", (headline_blocks, seed_blocks)),
+    ("Result", (headline_blocks, headline_notes_blocks, seed_blocks)),
     ("Dataset", (dataset_section,)),
     ("Search", (search_settings_blocks, best_trial_blocks, trials_table_blocks)),
     ("Search figures", (axis_blocks, best_curves_blocks, final_curves_blocks, history_blocks, importance_blocks,

@@ -117,7 +117,7 @@ class TrialData:
             return assign_folds(data.y, data.groups, fold=self.fold[0], folds=self.fold[1], seed=self.seed,
                                 test_fraction=self.test_fraction)
         return assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction,
-                             scored_val=self.scored_val)
+                             scored_val=self.scored_val, classes=data.classes)
 
 
 def check_trainable(data: TrialData, space: SearchSpace, *, folds: int = 1) -> None:
