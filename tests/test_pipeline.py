@@ -168,10 +168,41 @@ def test_resuming_after_the_images_changed_is_refused(
         run_search(request)
     new = resolve_config(SearchRequest(**{**request.__dict__, "study": str(tmp_path / "fresh")})).dataset_sha256
     assert str(err.value) == (
-        f"{tmp_path / 'runs' / 's'}: the images in {data.as_posix()}/raw changed since the study started (content "
+        f"{tmp_path / 'runs' / 's'}: the images in {data.as_posix()}/raw (or their groups) changed since the study "
+        "started (content "
         f"sha256 {config.dataset_sha256[:12]}, now {new[:12]}); restore them to resume, or pass --study NEW_NAME "
         "to search the new data")
     assert not (tmp_path / "runs" / "s" / "trials").exists()
+
+
+def test_resuming_after_the_groups_changed_or_under_an_older_split_is_refused(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Regrouping moves images between splits, and so does a toolkit whose split rule changed: either way the
+    resumed trials would be scored on other images."""
+    import shutil
+    from dataclasses import replace as replaced
+
+    from tuning.data.prepare import prepare
+    from tuning.errors import StudyError
+    from tuning.study import write_config
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    prepare(data, size=32)
+    request = SearchRequest(model="alexnet", data=data, space=str(tiny_space("alexnet")), budget="quick", trials=1,
+                            study=str(tmp_path / "runs" / "s"), precision="float32")
+    config = resolve_config(request)
+    write_config(tmp_path / "runs" / "s", config)
+    assert resolve_config(request) == config
+    prepare(data, size=32, group_by="regex:(\\d)\\.")  # ten groups a class: the last digit of the number
+    with pytest.raises(StudyError, match=r"raw \(or their groups\) changed since the study started"):
+        resolve_config(request)
+    prepare(data, size=32, group_by="none")
+    assert resolve_config(request) == config  # groups cleared: the digest is the ungrouped one again
+    write_config(tmp_path / "runs" / "s", replaced(config, split_version=1))  # a study from before the change
+    with pytest.raises(StudyError, match=r"split by an earlier version of the toolkit \(split version 1, now 2\)"):
+        resolve_config(request)
 
 
 def test_resolve_config_is_what_the_search_wrote_and_writes_nothing(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning.data.splits import SPLIT_VERSION
 from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
 from tuning.space import SearchSpace, load_space
@@ -147,17 +148,23 @@ def _check_request(request: SearchRequest) -> None:
 
 
 def dataset_digest(dataset: Path) -> str:
-    """sha256 over every raw image's path, class and bytes: the dataset's content, which its path alone is not
-    (the manifest keeps the hash it first saw, so a file changed in place under the same name shows only here)."""
+    """sha256 over every raw image's path, class, bytes and source group: the dataset's content, which its path
+    alone is not (the manifest keeps the hash it first saw, so a file changed in place under the same name shows
+    only here; a changed ``--group-by`` moves images between splits)."""
     from tuning.data.images import image_files
-    from tuning.data.manifest import class_dirs
+    from tuning.data.manifest import class_dirs, read_manifest
 
     dataset = Path(dataset)
+    groups = ({row["path"]: row["source_group"] for row in read_manifest(dataset)}
+              if (dataset / "manifest.csv").exists() else {})
     digest = hashlib.sha256()
     for class_dir in class_dirs(dataset):
         for path in image_files(class_dir):
-            digest.update(f"{path.relative_to(dataset).as_posix()}\0{class_dir.name}\0".encode())
+            rel = path.relative_to(dataset).as_posix()
+            digest.update(f"{rel}\0{class_dir.name}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
+            if groups.get(rel):  # ungrouped datasets keep the digest they always had
+                digest.update(f"group\0{groups[rel]}\0".encode())
     return digest.hexdigest()
 
 
@@ -195,6 +202,7 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
         pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
         epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
         objective=request.objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
+        split_version=SPLIT_VERSION,
         dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
     if old is not None:
@@ -292,6 +300,10 @@ RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "s
 def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
     """A second run of a study must ask for the same thing, or its trials would not be comparable (a maximised
     study receiving val_loss values, a TPE study continued by random draws, images changed in place)."""
+    if old.split_version != config.split_version:
+        raise StudyError(f"{folder} holds a study whose images were split by an earlier version of the toolkit "
+                         f"(split version {old.split_version}, now {config.split_version}), so resumed trials would "
+                         "be scored on other images; pass --study NEW_NAME for a new study")
     for key, option in RESUME_KEYS.items():
         was, now = getattr(old, key), getattr(config, key)
         if was == now:
@@ -304,7 +316,8 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
         raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
                          "or pass --study NEW_NAME for a new study")
     if old.dataset_sha256 and old.dataset_sha256 != config.dataset_sha256:
-        raise StudyError(f"{folder}: the images in {config.dataset}/raw changed since the study started (content "
+        raise StudyError(f"{folder}: the images in {config.dataset}/raw (or their groups) changed since the study "
+                         "started (content "
                          f"sha256 {old.dataset_sha256[:12]}, now {config.dataset_sha256[:12]}); restore them to "
                          "resume, or pass --study NEW_NAME to search the new data")
 

@@ -24,6 +24,10 @@ import numpy as np
 from tuning.errors import DataError, SpaceError
 
 TRAIN, VAL, TEST = 0, 1, 2
+#: Bumped whenever the same images, groups and seed would be split differently: a study keeps the version it
+#: started with, and resuming it under another is refused (its trials would be scored on other images).
+#: 1: per-group ranks; 2: stratified group placement balanced by items.
+SPLIT_VERSION = 2
 #: Validation images of a scheme beyond the validation share every compared scheme has (neither trained on nor
 #: scored), so split schemes compared in one study are scored on the same images.
 UNUSED = 3
