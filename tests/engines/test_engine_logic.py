@@ -432,3 +432,14 @@ def test_every_optuna_sampler_the_engine_names_can_be_built_or_says_what_to_inst
         except ToolkitError as exc:
             assert str(exc).startswith(f"--sampler {name} needs ")
     assert {"tpe", "cmaes", "random", "grid"} <= set(built)
+
+
+def test_the_search_help_says_which_failures_max_failures_counts() -> None:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["search", "--help"], terminal_width=200).output.split())
+    assert ("--max-failures INTEGER RANGE Stop after this many trials of this run failed (optuna and kerastuner "
+            "engines); failures of earlier runs do not count, so a rerun after fixing the cause trains again "
+            "[0: max(3, trials)].") in text
