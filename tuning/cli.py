@@ -466,7 +466,9 @@ def _summary(outcome: Any) -> None:
               help="Train in child processes replaced after this many trials, which keeps memory flat "
                    "(TensorFlow keeps ~25 MB per model); 0 trains in this process.")
 @click.option("--max-failures", type=click.IntRange(min=0), default=0,
-              help="Stop after this many failed trials [0: max(3, trials)].")
+              help="Stop after this many trials of this run failed (optuna and kerastuner engines); failures "
+                   "of earlier runs do not count, so a rerun after fixing the cause trains again "
+                   "[0: max(3, trials)].")
 @click.option("--budget", default="auto", show_default=True,
               help="quick, full (the study's settings) or auto: full on a GPU, quick otherwise.")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")

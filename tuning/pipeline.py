@@ -123,7 +123,7 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
 def _check_request(request: SearchRequest) -> None:
     """Every option that names something, checked before the dataset is read or a file written."""
     from tuning.engines.kerastuner_engine import TUNERS
-    from tuning.engines.optuna_engine import PRUNERS, SAMPLERS
+    from tuning.engines.optuna_engine import PRUNERS, SAMPLERS, check_sampler
     from tuning.runtime import PRECISIONS
 
     if request.precision not in PRECISIONS:
@@ -133,6 +133,8 @@ def _check_request(request: SearchRequest) -> None:
     samplers = {"optuna": SAMPLERS, "kerastuner": TUNERS, "staged": (DEFAULT_SAMPLERS["staged"],)}[request.engine]
     if request.sampler not in ("auto", *samplers):
         raise UnknownNameError(f"--sampler for the {request.engine} engine", request.sampler, ("auto", *samplers))
+    if request.engine == "optuna":
+        check_sampler(request.sampler)  # a missing package (gp: torch) before anything is written
     if request.pruner not in PRUNERS:
         raise UnknownNameError("--pruner", request.pruner, PRUNERS)
     if request.objective not in OBJECTIVES:
@@ -257,9 +259,9 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
     else:
-        load_study(config, space)  # create storage tables and study once, before workers race to do it
+        first = len(load_study(config, space).trials)  # create tables and study once, before workers race
         run_workers(folder, data_dir=Path(request.data), workers=request.workers,
-                    per_process=request.trials_per_process, on_event=on_event)
+                    per_process=request.trials_per_process, on_event=on_event, first_trial=first)
         study = load_study(config)
     if request.engine == "kerastuner":
         from tuning.engines.kerastuner_engine import is_worker

@@ -5,6 +5,7 @@ The real end-to-end runs of the same engines are in ``test_engines.py`` (marked 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -275,3 +276,170 @@ def test_repeats_average_the_seeds_and_record_the_spread(
     history = json.loads((folder / "trials" / "0" / "history.json").read_text())
     assert len(history["repeats"]) == 2
 
+
+
+# ----- the failure limit (--max-failures) and --trials, for every engine that has them ---------------------
+def _kt(tiny_space: Callable[[str], Path], folder: Path, sampler: str, **request: Any
+        ) -> tuple[StudyConfig, SearchSpace, TrialData]:
+    config, space, data = _setup(tiny_space("alexnet"), folder, pruner="none", sampler=sampler, **request)
+    return replace(config, engine="kerastuner"), space, data
+
+
+def test_a_rerun_after_max_failures_stopped_the_study_trains_again_and_counts_only_its_own_failures(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    fake_train.fail = lambda p: True
+    folder = tmp_path / "rerun"
+    config, space, data = _setup(tiny_space("alexnet"), folder, trials=3, pruner="none", max_failures=2)
+    with pytest.raises(StudyError, match=r"^2 trials failed \(limit --max-failures 2\)"):
+        _run(config, space, data, folder)
+    with pytest.raises(StudyError, match=r"^2 trials failed \(limit --max-failures 2\)"):
+        _run(config, space, data, folder)  # still failing: two NEW failures stop it again, not zero
+    assert len(fake_train.calls) == 4
+    fake_train.fail = lambda p: False  # the cause is fixed: the same command continues the study
+    study = _run(config, space, data, folder)
+    assert _states(study) == ["FAIL"] * 4 + ["COMPLETE"] * 3 and len(fake_train.calls) == 7
+
+
+def test_the_failure_limit_spans_the_worker_processes_of_one_command(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A command's children are replaced after ``--trials-per-process`` trials; each gets the command's
+    ``first_trial``, so their failures add up instead of starting from zero in every child."""
+    fake_train.fail = lambda p: True
+    folder = tmp_path / "children"
+    config, space, data = _setup(tiny_space("alexnet"), folder, trials=5, pruner="none", max_failures=3)
+    for _ in range(2):  # children of one trial each
+        with pytest.raises(TrialLimitReached):
+            _run(config, space, data, folder, limit=1, first_trial=0)
+    with pytest.raises(StudyError, match=r"^3 trials failed \(limit --max-failures 3\)"):
+        _run(config, space, data, folder, limit=1, first_trial=0)  # the third child's failure is the third
+    assert len(fake_train.calls) == 3
+
+
+def test_kerastuner_stops_at_max_failures_with_the_optuna_engines_message(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    fake_train.fail = lambda p: True
+    folder = tmp_path / "kt-failing"
+    config, space, data = _kt(tiny_space, folder, "random", trials=5, max_failures=2)
+    with pytest.raises(StudyError, match=r"^2 trials failed \(limit --max-failures 2\); see the reasons in "
+                                         r".*trials/\*/history\.json"):
+        _run(config, space, data, folder)
+    assert len(fake_train.calls) == 2  # Keras Tuner's own limit (3 consecutive) does not apply
+    default = replace(config, max_failures=0)
+    fake_train.calls.clear()
+    with pytest.raises(StudyError, match=r"^5 trials failed \(limit --max-failures 5\)"):
+        _run(default, space, data, folder)  # default: max(3, trials), counted over this run only
+    assert len(fake_train.calls) == 5
+    fake_train.fail = lambda p: False
+    study = _run(config, space, data, folder)
+    assert _states(study) == ["FAIL"] * 7 + ["COMPLETE"] * 5
+
+
+@pytest.mark.parametrize("sampler", ["random", "bayesian", "hyperband"])
+def test_kerastuner_trials_means_finished_trials_for_every_tuner(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path, sampler: str
+) -> None:
+    """Hyperband's bracket at 2 epochs holds 2 trials, and Keras Tuner's max_trials counts failures: neither
+    decides how many trials a study finishes."""
+    calls = [0]
+
+    def first_fails(params: Mapping[str, Any]) -> bool:
+        calls[0] += 1
+        return calls[0] == 1
+
+    fake_train.fail = first_fails
+    folder = tmp_path / sampler
+    config, space, data = _kt(tiny_space, folder, sampler, trials=3)
+    notes: list[Mapping[str, Any]] = []
+    study = _run(config, space, data, folder, on_event=lambda e: notes.append(e) if e["event"] == "note" else None)
+    assert _states(study) == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"] and not notes
+    assert len(fake_train.calls) == 4
+    assert all(epochs <= config.epochs for _, epochs, _ in fake_train.calls)
+    assert _states(_run(config, space, data, folder)) == _states(study) and len(fake_train.calls) == 4
+    study = _run(replace(config, trials=5), space, data, folder)  # a rerun asking for more continues
+    assert _states(study) == ["FAIL"] + ["COMPLETE"] * 5 and len(fake_train.calls) == 6
+
+
+def test_kerastuner_says_why_a_space_too_small_for_trials_finished_fewer(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "small"
+    config, space, data = _kt(tiny_space, folder, "random", trials=20)
+    space = space.with_search(["augmentation"])  # two points only
+    notes: list[str] = []
+    study = _run(config, space, data, folder, on_event=lambda e: notes.append(e["message"]) if e["event"] == "note"
+                 else None)
+    assert _states(study) == ["COMPLETE", "COMPLETE"]
+    assert notes == ["Keras Tuner (random) found no new configuration in the search space after 2 finished trials "
+                     "of --trials 20: the space holds no more distinct points; widen it (--params, the space file) "
+                     "for more"]
+
+
+def _search(args: list[str]) -> Any:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    return CliRunner().invoke(cli, ["search", "--model", "alexnet", "--budget", "quick", "--pruner", "none",
+                                    "--trials-per-process", "0", *args])
+
+
+def test_the_cli_shows_the_kerastuner_failure_limit_as_one_error_line(
+    fake_train: Any, tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    fake_train.fail = lambda p: True
+    folder = tmp_path / "runs" / "kt"
+    result = _search(["--data", str(tiny_dataset), "--space", str(tiny_space("alexnet")), "--engine", "kerastuner",
+                      "--sampler", "random", "--trials", "4", "--max-failures", "2", "--study", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (f"Error: 2 trials failed (limit --max-failures 2); see the reasons in "
+                                              f"{folder}/trials/*/history.json, fix the space or data, then rerun "
+                                              "to continue")
+    assert "Traceback" not in result.output and result.output.count("Error") == 1
+    assert len(fake_train.calls) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="PyTorch is installed here")
+def test_gp_without_pytorch_is_a_one_line_error_before_anything_is_written(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "runs" / "gp"
+    result = _search(["--data", str(tiny_dataset), "--space", str(tiny_space("alexnet")), "--sampler", "gp",
+                      "--study", str(folder)])
+    assert result.exit_code == 1
+    assert result.output == ("Error: --sampler gp needs PyTorch (pip install torch), which is not installed; install "
+                             "it or choose another sampler (tpe, cmaes, random, grid)\n")
+    assert not folder.exists()
+
+
+def test_every_optuna_sampler_the_engine_names_can_be_built_or_says_what_to_install(
+    tiny_space: Callable[[str], Path],
+) -> None:
+    """cmaes is a dependency of the toolkit; gp's torch is not (an error naming it, above)."""
+    from tuning.engines.optuna_engine import SAMPLERS, make_sampler
+    from tuning.errors import ToolkitError
+
+    space = SearchSpace.from_dict(resolve_space(SearchRequest(model="alexnet", data=Path("x"),
+                                                              space=str(tiny_space("alexnet")), budget="quick"),
+                                                "quick")[0].to_dict())
+    built = []
+    for name in SAMPLERS:
+        try:
+            make_sampler(name, space, 0)
+            built.append(name)
+        except ToolkitError as exc:
+            assert str(exc).startswith(f"--sampler {name} needs ")
+    assert {"tpe", "cmaes", "random", "grid"} <= set(built)
+
+
+def test_the_search_help_says_which_failures_max_failures_counts() -> None:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["search", "--help"], terminal_width=200).output.split())
+    assert ("--max-failures INTEGER RANGE Stop after this many trials of this run failed (optuna and kerastuner "
+            "engines); failures of earlier runs do not count, so a rerun after fixing the cause trains again "
+            "[0: max(3, trials)].") in text

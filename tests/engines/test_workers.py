@@ -89,3 +89,21 @@ def test_recycled_child_processes_share_one_study(
     assert os.getpid() not in {e["pid"] for e in ends}
     assert outcome.counts == {"complete": 3}
     assert (outcome.folder / "report" / "index.html").exists()
+
+
+def test_recycled_child_processes_add_up_their_failures_for_max_failures(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """--trials-per-process 1 and every trial failing: the second child's failure is the command's second,
+    so --max-failures 2 stops the study there instead of each new child counting from zero (for ever)."""
+    from tuning.errors import StudyError
+
+    text = tiny_space("alexnet").read_text().replace("low = 1e-4\nhigh = 1e-2", "low = 1e34\nhigh = 1e35")
+    text = text.replace("learning_rate = 1e-3", "learning_rate = 1e34").replace("grid = [1e-2, 1e-3]", "grid = [1e34]")
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace('optimizer = "adam"', 'optimizer = "sgd"'))  # every trial's loss turns NaN
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(path), budget="quick", trials=3, epochs=1,
+                            study=str(tmp_path / "failing"), pruner="none", trials_per_process=1, max_failures=2)
+    with pytest.raises(StudyError, match=r"^2 trials failed \(limit --max-failures 2\)"):
+        run_search(request, on_event=lambda e: None)
+    assert [t.state.name for t in _study(tmp_path / "failing").get_trials(deepcopy=False)] == ["FAIL", "FAIL"]

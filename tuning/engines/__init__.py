@@ -16,13 +16,15 @@ class TrialLimitReached(Exception):
 
 
 def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnEvent, worker: int = 0,
-               limit: int | None = None) -> Any:
+               limit: int | None = None, first_trial: int | None = None) -> Any:
     """Run ``config.engine``; each returns the Optuna study that records its trials.
 
     ``worker`` numbers the processes sharing a study (their samplers must not draw the same points);
     ``limit`` stops this process with ``TrialLimitReached`` after that many new trials. A dataset that some
     split scheme of the study leaves without a class in train, val or test is refused (``DataError``) before
-    the first trial.
+    the first trial. ``first_trial`` is the study's first trial number of this run, which ``--max-failures``
+    counts from (None: the trials there when the engine starts); worker processes of one command pass the
+    command's. The staged engine trains each configuration once and has no failure limit.
     """
     import importlib
 
@@ -31,5 +33,6 @@ def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnE
     check_trainable(data, space, folds=config.cv)
 
     module = {"optuna": "optuna_engine", "kerastuner": "kerastuner_engine", "staged": "staged"}[config.engine]
+    extra = {} if config.engine == "staged" else {"first_trial": first_trial}
     return importlib.import_module(f"tuning.engines.{module}").run(config, space, data, folder, on_event=on_event,
-                                                                   worker=worker, limit=limit)
+                                                                   worker=worker, limit=limit, **extra)

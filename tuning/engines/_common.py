@@ -149,28 +149,57 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def failure_limit(config: StudyConfig) -> int:
+    """``--max-failures``; 0 means ``max(3, trials)``."""
+    return config.max_failures or max(3, config.trials)
+
+
+def check_failures(study: Any, config: StudyConfig, trials_dir: Path, *, first_trial: int) -> None:
+    """Stop the study once the trials of THIS run (numbered ``first_trial`` or later) failed ``--max-failures``
+    times, for every engine alike.
+
+    Failures of earlier runs do not count: they stopped those runs already, and a rerun after fixing the cause
+    must train instead of stopping at once. Surplus trials (lost races, never trained) are not failures.
+    """
+    from optuna.trial import TrialState
+
+    limit = failure_limit(config)
+    failed = sum(t.state == TrialState.FAIL and t.number >= first_trial and not t.user_attrs.get("surplus")
+                 for t in study.get_trials(deepcopy=False))
+    if failed >= limit:
+        raise StudyError(f"{failed} trials failed (limit --max-failures {limit}); see the reasons in "
+                         f"{trials_dir}/*/history.json, fix the space or data, then rerun to continue")
+
+
+def finished(study: Any) -> int:
+    """Complete and pruned trials: what ``--trials`` counts."""
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
 def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: Callable[[Any], dict[str, Any]],
-              prune: bool, limit: int | None = None) -> None:
+              prune: bool, limit: int | None = None, first_trial: int | None = None) -> None:
     """Train trials until the study holds ``config.trials`` finished ones.
 
     Several workers may share the storage: one starts a trial only while fewer than ``trials`` are finished
     or running, waits for the others' trials otherwise, and returns once the count is reached.
+    ``first_trial`` is the study's first trial number of this run (for the failure limit): the trials already
+    there when this call starts where None; worker processes of one command get the command's.
     """
     from optuna.trial import TrialState
 
-    max_failures = config.max_failures or max(3, config.trials)
+    if first_trial is None:
+        first_trial = len(study.get_trials(deepcopy=False))
     trained = 0
     while True:
         fail_dead_workers(study)
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("surplus") for t in trials)
         if done >= config.trials:
             return
-        if failed >= max_failures:
-            raise StudyError(f"{failed} trials failed (limit --max-failures {max_failures}); see the reasons in "
-                             f"{runner.trials_dir}/*/history.json, fix the space or data, then rerun to continue")
+        check_failures(study, config, runner.trials_dir, first_trial=first_trial)
         if done + running >= config.trials:
             time.sleep(POLL_SECONDS)  # another worker's trial decides whether more are needed
             continue

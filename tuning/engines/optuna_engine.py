@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 from tuning.engines import OnEvent
 from tuning.engines._common import TrialRunner, direction, work_loop
 from tuning.engines._storage import open_storage
-from tuning.errors import StudyError, UnknownNameError
+from tuning.errors import StudyError, ToolkitError, UnknownNameError
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig
 from tuning.train import TrialData
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
+#: Samplers that need a package the toolkit does not install: (module, what to install). Optuna imports them
+#: only when the first point is drawn, deep inside a trial; we say so before anything is written.
+EXTRA_PACKAGES = {"gp": ("torch", "PyTorch (pip install torch)"), "cmaes": ("cmaes", "cmaes (pip install cmaes)")}
+
+
+def check_sampler(name: str) -> None:
+    """Refuse a sampler whose package is missing, with what to install (cheap: nothing is imported)."""
+    if name in EXTRA_PACKAGES and not _installed(name):
+        others = ", ".join(s for s in SAMPLERS if s != name and _installed(s))
+        raise ToolkitError(f"--sampler {name} needs {EXTRA_PACKAGES[name][1]}, which is not installed; install it "
+                           f"or choose another sampler ({others})")
+
+
+def _installed(sampler: str) -> bool:
+    return sampler not in EXTRA_PACKAGES or importlib.util.find_spec(EXTRA_PACKAGES[sampler][0]) is not None
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int) -> Any:
     import optuna
 
+    check_sampler(name)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
@@ -75,12 +92,16 @@ def load_study(config: StudyConfig, space: SearchSpace | None = None) -> Any:
 
 
 def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent,
-        worker: int = 0, limit: int | None = None) -> Any:
-    """Run trials until the study holds ``config.trials`` finished ones (earlier runs count: resume)."""
+        worker: int = 0, limit: int | None = None, first_trial: int | None = None) -> Any:
+    """Run trials until the study holds ``config.trials`` finished ones (earlier runs count: resume).
+
+    ``first_trial``: where this run's trials start, for ``--max-failures`` (see ``_common.check_failures``).
+    """
     study = load_study(config, space)
     # A seeded sampler restarts its random stream in every process: offset the seed by the trials already in
     # the study and by the worker's number, or a resumed study and parallel workers redraw the same points.
     study.sampler = make_sampler(config.sampler, space, config.seed + len(study.trials) + 7919 * worker)
     work_loop(study, config, TrialRunner(config, space, data, folder, on_event),
-              suggest=space.suggest_optuna, prune=config.pruner != "none", limit=limit)
+              suggest=space.suggest_optuna, prune=config.pruner != "none", limit=limit,
+              first_trial=first_trial)
     return study

@@ -23,8 +23,13 @@ from tuning.errors import StudyError, ToolkitError
 DONE, ERROR = "engine_done", "engine_error"
 
 
-def run_workers(folder: Path, *, data_dir: Path, workers: int, per_process: int, on_event: OnEvent) -> None:
-    """Run the study in ``config.toml`` with ``workers`` slots until it is complete; events are forwarded."""
+def run_workers(folder: Path, *, data_dir: Path, workers: int, per_process: int, on_event: OnEvent,
+                first_trial: int | None = None) -> None:
+    """Run the study in ``config.toml`` with ``workers`` slots until it is complete; events are forwarded.
+
+    ``first_trial``: the study's first trial number of this command, so ``--max-failures`` counts the failures
+    of every child it starts, not only those of the latest (a child is replaced after ``per_process`` trials).
+    """
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow state is not forkable
@@ -32,7 +37,7 @@ def run_workers(folder: Path, *, data_dir: Path, workers: int, per_process: int,
     limit = per_process or None
 
     def spawn(slot: int) -> Any:
-        process = context.Process(target=_child, args=(folder, data_dir, slot, limit, events), daemon=True)
+        process = context.Process(target=_child, args=(folder, data_dir, slot, limit, first_trial, events), daemon=True)
         process.start()
         return process
 
@@ -84,7 +89,8 @@ def _drain(events: Any, handle: Any) -> None:
             return
 
 
-def _child(folder: Path, data_dir: Path, slot: int, limit: int | None, events: Any) -> None:
+def _child(folder: Path, data_dir: Path, slot: int, limit: int | None, first_trial: int | None,
+           events: Any) -> None:
     """One worker process: trials until the study is complete or ``limit`` is reached."""
     _die_with_parent()
     import optuna
@@ -102,7 +108,8 @@ def _child(folder: Path, data_dir: Path, slot: int, limit: int | None, events: A
         space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
         runtime.apply(config.runtime)
         data = TrialData.for_space(data_dir, space, seed=config.seed)
-        run_engine(config, space, data, folder, on_event=events.put, worker=slot, limit=limit)
+        run_engine(config, space, data, folder, on_event=events.put, worker=slot, limit=limit,
+                   first_trial=first_trial)
         events.put({"event": DONE})
     except TrialLimitReached:
         pass
