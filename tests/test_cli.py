@@ -76,3 +76,34 @@ def test_models_show_prints_the_layer_table_and_draws_it(tmp_path: Path) -> None
     assert code == 0, out
     assert "conv5" in out and "Total params" in out
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_preset_is_a_one_line_error_and_writes_nothing(tiny_dataset: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "p"
+    code, out = _run("search", "--model", "vgg16", "--data", str(tiny_dataset), "--preset", "fast",
+                     "--study", str(folder))
+    assert code == 1
+    assert out == "Error: unknown preset 'fast'; known: modern\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_preset_is_recorded_and_resuming_without_it_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    """``--preset modern`` lands in config.toml's space (its base values and its name); a rerun without it asks
+    for another space, so it is refused before anything is written."""
+    from tuning.pipeline import SearchRequest, resolve_config
+    from tuning.study import study_paths, write_config
+
+    folder = tmp_path / "runs" / "modern"
+    request = SearchRequest(model="vgg16", data=tiny_dataset, preset="modern", budget="quick", study=str(folder))
+    config = resolve_config(request)
+    assert config.space["preset"] == "modern"
+    assert config.space["base"]["batch_norm"] is True and config.space["base"]["schedule"] == "cosine"
+    assert config.space["base"]["image_size"] == 64  # the quick budget still pins its values
+    write_config(folder, config)
+    written = study_paths(folder)["config"].read_bytes()
+    code, out = _run("search", "--model", "vgg16", "--data", str(tiny_dataset), "--budget", "quick",
+                     "--study", str(folder))
+    assert code == 1
+    assert out.startswith(f"Error: {folder} holds a study with a search space that differs in base, preset; rerun "
+                          "with the same --space, --preset and --params to resume it") and out.count("\n") == 1
+    assert study_paths(folder)["config"].read_bytes() == written

@@ -388,6 +388,8 @@ def _summary(outcome: Any) -> None:
               help="Stop after this many failed trials [0: max(3, trials)].")
 @click.option("--budget", default="auto", show_default=True,
               help="quick, full (the study's settings) or auto: full on a GPU, quick otherwise.")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Start from the space's [presets.NAME] (e.g. modern: the modern training recipe).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial [budget's].")
 @click.option("--params", default=None, help="Comma-separated parameters to search [the space's search list].")
@@ -399,7 +401,8 @@ def _summary(outcome: Any) -> None:
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
 @handle_errors
 def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
-           repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
+           repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, preset: str | None,
+           trials: int | None,
            epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int,
            precision: str) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
@@ -408,7 +411,7 @@ def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: 
     request = SearchRequest(
         model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
         repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
-        budget=budget,
+        budget=budget, preset=preset,
         trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision,
         params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
     )

@@ -105,17 +105,18 @@ def test_trains_with_sgd_and_momentum(model: str) -> None:
     assert np.isfinite(loss["loss"])
 
 
-@pytest.mark.parametrize("name, cls", [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD)])
+@pytest.mark.parametrize("name, cls", [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD),
+                                       ("adamw", keras.optimizers.AdamW)])
 def test_compile_builds_each_declarable_optimizer_and_nothing_else(name: str, cls: type) -> None:
     """Every name a space may declare (``OPTIMIZERS``) trains that optimiser; another name is refused, not
     swapped for Adam."""
-    assert {"adam", "sgd"} == set(OPTIMIZERS)
+    assert {"adam", "sgd", "adamw"} == set(OPTIMIZERS)
     params = _params(_space("alexnet"), optimizer=name, momentum=0.5, learning_rate=0.01, image_size=64)
     net = build_model("alexnet", params, (64, 64, 3), N_CLASSES)
     compile_model(net, params)
     assert type(net.optimizer) is cls
     assert float(net.optimizer.learning_rate) == pytest.approx(0.01)
-    with pytest.raises(UnknownNameError, match=r"^unknown optimizer 'rmsprop'; known: adam, sgd$"):
+    with pytest.raises(UnknownNameError, match=r"^unknown optimizer 'rmsprop'; known: adam, adamw, sgd$"):
         compile_model(net, {**params, "optimizer": "rmsprop"})
 
 
