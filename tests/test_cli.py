@@ -107,3 +107,40 @@ def test_preset_is_recorded_and_resuming_without_it_is_refused(tiny_dataset: Pat
     assert out.startswith(f"Error: {folder} holds a study with a search space that differs in base, preset; rerun "
                           "with the same --space, --preset and --params to resume it") and out.count("\n") == 1
     assert study_paths(folder)["config"].read_bytes() == written
+
+
+@pytest.mark.slow
+def test_a_modern_preset_search_ships_models_that_every_format_reproduces(tiny_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    """``tuning search --preset modern`` end to end on tiny images (BatchNorm, gap head, flip, crop, AdamW,
+    label smoothing, cosine): the shipped model has no augmentation layer, and every export format answers
+    the raw test files as the tested model did."""
+    import csv
+
+    import numpy as np
+
+    from tuning.data.images import load_raw_rgb
+    from tuning.export import export_study, parse_formats
+    from tuning.inference import load_predictor
+    from tuning.study import read_config
+
+    folder = tmp_path / "runs" / "modern"
+    code, out = _run("search", "--model", "alexnet", "--data", str(tiny_dataset), "--budget", "quick", "--preset",
+                     "modern", "--trials", "1", "--epochs", "2", "--pruner", "none", "--study", str(folder))
+    assert code == 0, out
+    assert read_config(folder).space["preset"] == "modern"
+    import keras
+
+    names = [layer.name for layer in keras.models.load_model(folder / "final" / "model.keras").layers]
+    assert "conv1_bn" in names and "gap" in names and not any(n.startswith("aug_") for n in names)
+    result = export_study(folder, formats=parse_formats("keras,savedmodel,tflite,onnx"))
+    with open(folder / "final" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    images = [load_raw_rgb(tiny_dataset / r["file"]) for r in rows]
+    recorded = np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+    keras_file = load_predictor(result.files["keras"])
+    assert keras_file.n_classes == 3
+    formats = {"keras", "savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
+    for fmt in formats:
+        probs = load_predictor(result.files[fmt]).run(images)
+        assert np.abs(probs - recorded).max() < 1e-4, fmt
