@@ -590,9 +590,11 @@ def test_unknown_preset_lists_the_known_ones(space: SearchSpace) -> None:
 
 def test_a_space_without_recipe_keys_still_loads(tmp_path: Path) -> None:
     """A declaration written before the recipe existed (no recipe key) is valid: the trainer uses the study's
-    values for what it leaves out."""
+    values for what it leaves out; and it serialises without preset keys, as before, so a study begun then
+    compares equal on resume."""
     space = SearchSpace.from_dict(tomllib.loads(VALID))
     assert not set(RECIPE_KEYS) & set(space.params) and space.presets == {}
+    assert set(space.to_dict()) == {"model", "base", "params", "augmentation", "search", "staged", "budgets"}
 
 
 @pytest.mark.parametrize("key, value, rule", [

@@ -578,8 +578,12 @@ class SearchSpace:
             a.name: {k: getattr(a, k) for k in PRESET_KEYS if getattr(a, k)}
             for a in self.augmentations.values()
         }
+        # Both only when used, so a space without presets serialises as it did before they existed (and a
+        # study begun then still resumes: resume compares this dict).
         extra: dict[str, Any] = {"preset": self.preset} if self.preset else {}
-        return extra | {
+        if self.presets:
+            extra["presets"] = {name: dict(table) for name, table in self.presets.items()}
+        return {
             "model": self.model,
             "base": dict(self.base),
             "params": {name: p.to_dict() for name, p in self.params.items()},
@@ -589,8 +593,7 @@ class SearchSpace:
             "budgets": {
                 b.name: {"trials": b.trials, "epochs": b.epochs, "fixed": dict(b.fixed)} for b in self.budgets.values()
             },
-            "presets": {name: dict(table) for name, table in self.presets.items()},
-        }
+        } | extra
 
     # ----- narrowing ----------------------------------------------------------------------------------
     def with_budget(self, name: str) -> tuple[SearchSpace, Budget]:

@@ -342,3 +342,18 @@ def test_a_recipe_model_saves_and_loads_with_its_crop_layer(tmp_path: Path) -> N
     assert isinstance(crop, RandomResizedCrop) and crop.crop == pytest.approx(0.3)
     x = _images(3, 32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_random_resized_crop_runs_under_mixed_precision(policy: str) -> None:
+    """``--precision`` mixed policies feed the crop half-precision images; it answers in their dtype."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        net = _preprocessor(Augmentation("crop-only", crop=0.3, flip=True))
+        out = net(_images(4, 32), training=True)
+    finally:
+        keras.config.set_dtype_policy(before)
+    assert keras.backend.standardize_dtype(out.dtype) == policy.removeprefix("mixed_")
+    values = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+    assert values.shape == (4, 32, 32, 3) and np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1
