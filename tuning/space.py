@@ -33,8 +33,8 @@ SCHEDULES = ("constant", "cosine")
 HEADS = ("flatten", "gap")
 
 #: The modern-recipe keys with the study's own values. A declaration may leave any of them out (a space
-#: written before the recipe existed trains exactly as before); the models and the trainer read
-#: ``{**RECIPE_DEFAULTS, **params}``, so "off" is spelled once, here.
+#: written before the recipe existed trains exactly as before); the models and the trainer fall back on
+#: these (``params.get(key, RECIPE_DEFAULTS[key])``), so "off" is spelled once, here.
 RECIPE_DEFAULTS: dict[str, Value] = {
     "batch_norm": False,
     "head": "flatten",

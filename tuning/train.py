@@ -227,9 +227,10 @@ def earliest_stop(params: Mapping[str, Any], epochs: int) -> int:
     return 0
 
 
-def _early_stopping_callback(objective: str, *, patience: int, start: int) -> Any:
-    """Stops once ``patience`` epochs from ``start`` on brought no better ``objective`` than the best so far,
-    then restores the best epoch's weights (best over ALL epochs, the epoch ``TrialResult.best_epoch`` names).
+def _early_stopping_callback(objective: str, *, patience: int, start: int, restore: bool) -> Any:
+    """Stops once ``patience`` epochs from ``start`` on brought no better ``objective`` than the best so far;
+    with ``restore``, then restores the best epoch's weights (best over ALL epochs, the epoch
+    ``TrialResult.best_epoch`` names; a search trial's model is dropped, so it skips the copies).
 
     Keras' ``start_from_epoch`` would also ignore the best epochs before ``start``, so this counts itself: the
     trial stops at the end of epoch ``e`` when ``e - max(best, start - 1) >= patience``.
@@ -251,7 +252,9 @@ def _early_stopping_callback(objective: str, *, patience: int, start: int) -> An
             if value is None or not math.isfinite(value):
                 return  # nothing validated (fit on train+val): the epoch budget is the stop rule
             if self.best is None or better(value, self.best):
-                self.best, self.best_epoch, self.best_weights = value, epoch, self.model.get_weights()
+                self.best, self.best_epoch = value, epoch
+                if restore:
+                    self.best_weights = self.model.get_weights()
             elif epoch - max(self.best_epoch, start - 1) >= patience:
                 self.stopped_epoch = epoch
                 self.model.stop_training = True
@@ -296,7 +299,8 @@ def train_trial(
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
     patience = int(params.get("patience", RECIPE_DEFAULTS["patience"]))
     if patience:
-        callbacks.append(_early_stopping_callback(objective, patience=patience, start=earliest_stop(params, epochs)))
+        callbacks.append(_early_stopping_callback(objective, patience=patience, start=earliest_stop(params, epochs),
+                                                  restore=keep_model))
     elif keep_model:
         callbacks.append(_best_weights_callback(objective))
     start = time.perf_counter()
