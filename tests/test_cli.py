@@ -100,3 +100,71 @@ def test_search_progress_and_summary_follow_a_val_loss_objective(
     lowest = lines[values.index(min(values))][0]
     assert f"Best trial #{lowest}: validation loss {min(values):.3f}\n" in out
     assert "Trials: 4 complete\n" in out
+
+
+def test_unknown_preset_is_a_one_line_error_and_writes_nothing(tiny_dataset: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "p"
+    code, out = _run("search", "--model", "vgg16", "--data", str(tiny_dataset), "--preset", "fast",
+                     "--study", str(folder))
+    assert code == 1
+    assert out == "Error: unknown preset 'fast'; known: modern\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_preset_is_recorded_and_resuming_without_it_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    """``--preset modern`` lands in config.toml's space (its base values and its name); a rerun without it asks
+    for another space, so it is refused before anything is written."""
+    from tuning.pipeline import SearchRequest, resolve_config
+    from tuning.study import study_paths, write_config
+
+    folder = tmp_path / "runs" / "modern"
+    request = SearchRequest(model="vgg16", data=tiny_dataset, preset="modern", budget="quick", study=str(folder))
+    config = resolve_config(request)
+    assert config.space["preset"] == "modern"
+    assert config.space["base"]["batch_norm"] is True and config.space["base"]["schedule"] == "cosine"
+    assert config.space["base"]["image_size"] == 64  # the quick budget still pins its values
+    write_config(folder, config)
+    written = study_paths(folder)["config"].read_bytes()
+    code, out = _run("search", "--model", "vgg16", "--data", str(tiny_dataset), "--budget", "quick",
+                     "--study", str(folder))
+    assert code == 1
+    assert out.startswith(f"Error: {folder} holds a study with a search space that differs in base, preset; rerun "
+                          "with the same --space, --preset and --params to resume it") and out.count("\n") == 1
+    assert study_paths(folder)["config"].read_bytes() == written
+
+
+@pytest.mark.slow
+def test_a_modern_preset_search_ships_models_that_every_format_reproduces(tiny_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    """``tuning search --preset modern`` end to end on tiny images (BatchNorm, gap head, flip, crop, AdamW,
+    label smoothing, cosine): the shipped model has no augmentation layer, and every export format answers
+    the raw test files as the tested model did."""
+    import csv
+
+    import numpy as np
+
+    from tuning.data.images import load_raw_rgb
+    from tuning.export import export_study, parse_formats
+    from tuning.inference import load_predictor
+    from tuning.study import read_config
+
+    folder = tmp_path / "runs" / "modern"
+    code, out = _run("search", "--model", "alexnet", "--data", str(tiny_dataset), "--budget", "quick", "--preset",
+                     "modern", "--trials", "1", "--epochs", "2", "--pruner", "none", "--study", str(folder))
+    assert code == 0, out
+    assert read_config(folder).space["preset"] == "modern"
+    import keras
+
+    names = [layer.name for layer in keras.models.load_model(folder / "final" / "model.keras").layers]
+    assert "conv1_bn" in names and "gap" in names and not any(n.startswith("aug_") for n in names)
+    result = export_study(folder, formats=parse_formats("keras,savedmodel,tflite,onnx"))
+    with open(folder / "final" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    images = [load_raw_rgb(tiny_dataset / r["file"]) for r in rows]
+    recorded = np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+    keras_file = load_predictor(result.files["keras"])
+    assert keras_file.n_classes == 3
+    formats = {"keras", "savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
+    for fmt in formats:
+        probs = load_predictor(result.files[fmt]).run(images)
+        assert np.abs(probs - recorded).max() < 1e-4, fmt

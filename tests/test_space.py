@@ -105,10 +105,17 @@ def test_kerastuner_declares_every_param_like_the_file(space: SearchSpace) -> No
 
 
 def test_both_backends_give_the_same_names(space: SearchSpace) -> None:
+    """Each backend's trials hold exactly the parameters active under their optimizer and schedule (momentum
+    with sgd, weight_decay with adamw, warmup_epochs with cosine)."""
     everything = space.with_search(list(space.params))
-    optuna_names = {frozenset(v) for v, _ in _optuna_values(everything)}
-    kt_names = {frozenset(v) for v in _kt_values(everything)[1]}
-    assert optuna_names == kt_names == {frozenset(space.params), frozenset(space.params) - {"momentum"}}
+    expected = {frozenset(space.resolve({"optimizer": o, "schedule": s}))
+                for o in space.params["optimizer"].values for s in space.params["schedule"].values}
+    assert len(expected) == len(space.params["optimizer"].values) * len(space.params["schedule"].values)
+    optuna_names = {frozenset(v) for v, _ in _optuna_values(everything, n_trials=60)}
+    kt_names = {frozenset(v) for v in _kt_values(everything, n_trials=60)[1]}
+    assert optuna_names == expected
+    # Keras Tuner's random_sample(seed) draws every choice from the same seed, so some pairs never meet.
+    assert kt_names <= expected and len(kt_names) > 2
 
 
 def test_default_search_renders_only_searched_params(space: SearchSpace) -> None:
@@ -129,7 +136,7 @@ def test_momentum_only_with_sgd_in_optuna(space: SearchSpace) -> None:
         optimizers.add(values["optimizer"])
         assert ("momentum" in trial_params) == (values["optimizer"] == "sgd")
         assert ("momentum" in values) == (values["optimizer"] == "sgd")
-    assert optimizers == {"adam", "sgd"}  # both branches were exercised
+    assert optimizers == {"adam", "sgd", "adamw"}  # every branch was exercised
 
 
 def test_fixed_trial_adam_has_no_momentum_sgd_has_it(space: SearchSpace) -> None:
@@ -167,7 +174,8 @@ def test_momentum_follows_base_optimizer_when_optimizer_not_searched(space: Sear
 def test_resolve_empty_gives_base_without_inactive(space: SearchSpace) -> None:
     resolved = space.resolve({})
     assert space.base["optimizer"] == "adam"
-    assert resolved == {name: space.base[name] for name in space.params if name != "momentum"}
+    inactive = {"momentum", "weight_decay", "warmup_epochs"}  # sgd-only, adamw-only, cosine-only
+    assert resolved == {name: space.base[name] for name in space.params if name not in inactive}
     with_sgd = space.resolve({"optimizer": "sgd"})
     assert with_sgd["momentum"] == space.base["momentum"]
     assert "epochs" not in resolved  # a run setting, not a parameter
@@ -354,7 +362,8 @@ BAD = [
 BAD_VALUES = [
     pytest.param(_edit('values = ["adam", "sgd"]', 'values = ["adam", "rmsprop"]').replace(
         'optimizer = "adam"', 'optimizer = "rmsprop"'),
-                 "params.optimizer.values: 'rmsprop'", "optimizer must be one of adam, sgd", id="optimizer-rmsprop"),
+                 "params.optimizer.values: 'rmsprop'", "optimizer must be one of adam, sgd, adamw",
+                 id="optimizer-rmsprop"),
     pytest.param(_edit("low = 1e-6\nhigh = 1e-2\nlog = true\ngrid = [1e-2, 1e-4]",
                        "low = -1e-3\nhigh = 1e-2\ngrid = [1e-2, 1e-4]"),
                  "params.learning_rate.low: -0.001", "learning_rate must be a number > 0", id="lr-negative-low"),
@@ -500,3 +509,162 @@ def test_user_file_errors_name_the_user_file(tmp_path: Path) -> None:
                     encoding="utf-8")
     with pytest.raises(SpaceError, match="^" + re.escape(f"{path}: base.dropout")):
         load_space(path)
+
+
+# ----- the modern recipe: new axes, off in base; presets ---------------------------------------------------
+#: The staged plan of each built-in space as computed on main before the recipe existed (``plan_size`` and
+#: ``staged_stages`` after ``resolve_space`` for ``--engine staged``): the same for both budgets.
+MAIN_PLAN_SIZE = 16
+MAIN_STAGES = {
+    "alexnet": [("learning_rate", STUDY_LR), ("augmentation", ("none", "rotation", "small", "medium", "large")),
+                ("dropout", STUDY_DROPOUT), ("split", ("70/15/15", "80/10/10", "60/20/20"))],
+    "vgg16": [("learning_rate", STUDY_LR), ("dropout", STUDY_DROPOUT),
+              ("augmentation", ("none", "rotation", "small", "medium", "large")),
+              ("split", ("70/15/15", "80/10/10", "60/20/20"))],
+}
+RECIPE_KEYS = ("batch_norm", "head", "flip", "crop", "weight_decay", "label_smoothing", "schedule", "warmup_epochs",
+               "patience")
+
+
+@pytest.mark.parametrize("name", sorted(MAIN_STAGES))
+@pytest.mark.parametrize("budget", ["quick", "full"])
+def test_staged_plan_replays_the_study_unchanged(name: str, budget: str) -> None:
+    """``--engine staged`` walks the same configurations as before the recipe: same axes, values and count,
+    and every configuration it can train has each recipe key at the study's value (off)."""
+    from tuning.engines.staged import plan_size
+    from tuning.pipeline import SearchRequest, resolve_space
+    from tuning.space import RECIPE_DEFAULTS
+
+    space, trials, _ = resolve_space(SearchRequest(model=name, data=Path("unused"), engine="staged"), budget)
+    assert trials == plan_size(space) == MAIN_PLAN_SIZE
+    stages = space.staged_stages()
+    assert [axis for axis, _ in stages] == [axis for axis, _ in MAIN_STAGES[name]]
+    assert set(space.search) == {axis for axis, _ in stages}
+    for (axis, values), (_, main_values) in zip(stages, MAIN_STAGES[name]):
+        assert values == (pytest.approx(main_values, rel=1e-12) if axis in ("learning_rate", "dropout")
+                          else main_values), axis
+    assert not set(RECIPE_KEYS) & set(space.staged_order)
+    configurations = [space.resolve({})] + [space.resolve({axis: v}) for axis, values in stages for v in values]
+    for resolved in configurations:
+        assert resolved["optimizer"] == "adam"
+        for key in RECIPE_KEYS:
+            if key in resolved:  # weight_decay (adamw) and warmup_epochs (cosine) are inactive
+                assert resolved[key] == RECIPE_DEFAULTS[key], key
+        assert "weight_decay" not in resolved and "warmup_epochs" not in resolved
+
+
+def test_recipe_axes_are_declared_in_both_builtins_and_not_searched_by_default(space: SearchSpace) -> None:
+    assert set(RECIPE_KEYS) <= set(space.params)
+    assert not set(RECIPE_KEYS) & set(space.search)
+    assert space.params["head"].values == ("flatten", "gap")
+    assert space.params["schedule"].values == ("constant", "cosine")
+    assert "adamw" in space.params["optimizer"].values
+    assert space.params["weight_decay"].when == {"optimizer": ("adamw",)}
+    assert space.params["warmup_epochs"].when == {"schedule": ("cosine",)}
+
+
+def test_modern_preset_turns_the_recipe_on_and_is_recorded(space: SearchSpace) -> None:
+    modern = space.with_preset("modern")
+    base = modern.base
+    assert base["batch_norm"] is True and base["head"] == "gap" and base["flip"] is True and base["crop"] > 0
+    assert base["optimizer"] == "adamw" and base["weight_decay"] > 0
+    assert base["label_smoothing"] > 0 and base["schedule"] == "cosine" and base["warmup_epochs"] >= 1
+    assert base["augmentation"] == space.base["augmentation"]  # flip/crop add to the study's preset
+    # Only the starting point moves: the axes, the staged order and the search list are the study's.
+    assert (modern.params, modern.staged_order, modern.search) == (space.params, space.staged_order, space.search)
+    assert modern.preset == "modern" and space.preset == ""
+    assert modern.to_dict()["preset"] == "modern" and "preset" not in space.to_dict()
+    assert SearchSpace.from_dict(modern.to_dict(), source=space.source) == modern
+    # A budget applied after the preset still pins what it pins.
+    narrowed, budget = modern.with_budget("quick")
+    assert all(narrowed.base[k] == v for k, v in budget.fixed.items()) and narrowed.base["head"] == "gap"
+
+
+def test_unknown_preset_lists_the_known_ones(space: SearchSpace) -> None:
+    with pytest.raises(UnknownNameError, match=r"^unknown preset 'modrn'; known: modern$"):
+        space.with_preset("modrn")
+    bare = SearchSpace.from_dict(tomllib.loads(VALID))
+    with pytest.raises(UnknownNameError, match=r"^unknown preset 'modern'; known: \(none declared\)$"):
+        bare.with_preset("modern")
+
+
+def test_a_space_without_recipe_keys_still_loads(tmp_path: Path) -> None:
+    """A declaration written before the recipe existed (no recipe key) is valid: the trainer uses the study's
+    values for what it leaves out; and it serialises without preset keys, as before, so a study begun then
+    compares equal on resume."""
+    space = SearchSpace.from_dict(tomllib.loads(VALID))
+    assert not set(RECIPE_KEYS) & set(space.params) and space.presets == {}
+    assert set(space.to_dict()) == {"model", "base", "params", "augmentation", "search", "staged", "budgets"}
+
+
+@pytest.mark.parametrize("key, value, rule", [
+    ("weight_decay", -0.01, "a number >= 0"),
+    ("label_smoothing", 1.0, "a number in [0, 1)"),
+    ("label_smoothing", -0.1, "a number in [0, 1)"),
+    ("patience", -1, "an integer >= 0"),
+    ("patience", 2.5, "an integer >= 0"),
+    ("warmup_epochs", -1, "an integer >= 0"),
+    ("schedule", "step", "one of constant, cosine"),
+    ("head", "avg", "one of flatten, gap"),
+    ("batch_norm", 1, "true or false"),
+    ("flip", "yes", "true or false"),
+    ("crop", 1.0, "a number in [0, 1)"),
+    ("optimizer", "lion", "one of adam, sgd, adamw"),
+])
+def test_recipe_values_the_trainer_cannot_use_are_refused(space: SearchSpace, key: str, value: Any,
+                                                          rule: str) -> None:
+    with pytest.raises(SpaceError) as info:
+        space.with_base({key: value})
+    assert str(info.value) == f"{key}: {value!r} is not a legal value; {key} must be {rule}"
+
+
+def _builtin_with(extra: str, old: str = "", new: str = "") -> str:
+    text = builtin_path("vgg16").read_text(encoding="utf-8")
+    if old:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text + extra
+
+
+@pytest.mark.parametrize("text, message", [
+    pytest.param(_builtin_with("\n[presets.bad]\nlabel_smoothing = 1.0\n"),
+                 "presets.bad.label_smoothing: 1.0 is not a legal value; label_smoothing must be a number in [0, 1)",
+                 id="preset-bad-smoothing"),
+    pytest.param(_builtin_with('\n[presets.bad]\nschedule = "step"\n'),
+                 "presets.bad.schedule: 'step' is not a legal value; schedule must be one of constant, cosine",
+                 id="preset-bad-schedule"),
+    pytest.param(_builtin_with("\n[presets.bad]\npatience = 50\n"),
+                 "presets.bad.patience: 50 is not a legal value; legal: [0, 20]", id="preset-outside-the-axis"),
+    pytest.param(_builtin_with("\n[presets.bad]\nepochs = 0\n"),
+                 "presets.bad.epochs: 0 is not a legal value; epochs must be an integer >= 1", id="preset-epochs"),
+    pytest.param(_builtin_with('\n[presets]\nbad = "on"\n'), "presets.bad: must be a table, but got 'on'",
+                 id="preset-not-table"),
+    pytest.param(_builtin_with('preset = "modern"\n', 'model = "vgg16"\n', 'model = "vgg16"\npreset = "modern"\n'),
+                 "preset: a declaration offers presets as [presets.NAME] tables; choose one with --preset NAME",
+                 id="preset-chosen-in-the-file"),
+    pytest.param(_builtin_with("", "label_smoothing = 0.0\n", "label_smoothing = 1.5\n"),
+                 "base.label_smoothing: 1.5 is not a legal value; label_smoothing must be a number in [0, 1)",
+                 id="base-bad-smoothing"),
+    pytest.param(_builtin_with("", "[params.label_smoothing]\ntype = \"float\"\nlow = 0.0\nhigh = 0.2",
+                               "[params.label_smoothing]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0"),
+                 "params.label_smoothing.high: 1.0 is not a legal value; label_smoothing must be a number in [0, 1)",
+                 id="axis-bad-smoothing"),
+    pytest.param(_builtin_with("", '[params.batch_norm]\n# BatchNormalization after every convolution (conv without '
+                                   'bias -> BN -> ReLU).\ntype = "bool"',
+                               '[params.batch_norm]\ntype = "choice"\nvalues = [0, 1]'),
+                 "params.batch_norm.values: 0 is not a legal value; batch_norm must be true or false",
+                 id="bool-axis-as-numbers"),
+])
+def test_bad_recipe_declarations_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpaceError) as info:
+        SearchSpace.from_toml(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_preset_key_in_a_dict_must_name_a_declared_preset(space: SearchSpace) -> None:
+    data = space.to_dict() | {"preset": "fast"}
+    with pytest.raises(SpaceError, match=r": preset: 'fast' is not a preset declared under \[presets\]; known: "
+                                         r"modern$"):
+        SearchSpace.from_dict(data, source="config.toml")

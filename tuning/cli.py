@@ -471,6 +471,8 @@ def _summary(outcome: Any) -> None:
                    "[0: max(3, trials)].")
 @click.option("--budget", default="auto", show_default=True,
               help="quick, full (the study's settings) or auto: full on a GPU, quick otherwise.")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Start from the space's [presets.NAME] (e.g. modern: the modern training recipe).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial [budget's].")
 @click.option("--params", default=None, help="Comma-separated parameters to search [the space's search list].")

@@ -47,6 +47,7 @@ class SearchRequest:
     max_failures: int = 0
     trials_per_process: int = 0
     budget: str = "auto"
+    preset: str | None = None  # a [presets.NAME] of the space, applied to its base before the budget
     trials: int | None = None
     epochs: int | None = None
     params: tuple[str, ...] | None = None
@@ -95,6 +96,8 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
     from tuning.engines.staged import plan_size
 
     space = load_space(request.space or request.model)
+    if request.preset:
+        space = space.with_preset(request.preset)
     space, chosen = space.with_budget(budget)
     if request.params is not None:
         space = space.with_search(request.params)
@@ -312,7 +315,8 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
             continue
         if key == "space":
             differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-            shown, hint = f"a search space that differs in {', '.join(differ)}", "the same --space and --params"
+            shown = f"a search space that differs in {', '.join(differ)}"
+            hint = "the same --space, --preset and --params"
         else:
             shown, hint = f"{key} {_shown(key, was)}, not {_shown(key, now)}", f"{option} {_shown(key, was, bare=True)}"
         raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "

@@ -26,7 +26,26 @@ REQUIRED = ("learning_rate", "optimizer", "batch_size", "image_size", "split", "
 
 
 #: The optimisers ``tuning.train.compile_model`` builds; any other name would be recorded but not trained.
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
+#: Learning-rate schedules ``compile_model`` builds: the study's constant rate, or cosine decay after a warm-up.
+SCHEDULES = ("constant", "cosine")
+#: What follows the last convolution: the study's ``flatten``, or global average pooling (``gap``).
+HEADS = ("flatten", "gap")
+
+#: The modern-recipe keys with the study's own values. A declaration may leave any of them out (a space
+#: written before the recipe existed trains exactly as before); the models and the trainer fall back on
+#: these (``params.get(key, RECIPE_DEFAULTS[key])``), so "off" is spelled once, here.
+RECIPE_DEFAULTS: dict[str, Value] = {
+    "batch_norm": False,
+    "head": "flatten",
+    "flip": False,
+    "crop": 0.0,
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "patience": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,17 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """``true`` or ``false`` (a switch that a 0/1 or a string would silently turn into something else)."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True)
 class Options:
     """One of a fixed set of strings."""
 
@@ -74,7 +104,7 @@ class Options:
 #: ``_param_validation`` style) and checked for base values, every value a parameter can take and budget
 #: overrides, so a bad value stops the load instead of crashing a trial (or, worse, training something else).
 #: ``split`` and ``augmentation`` are checked by their own parsers (``parse_split``, the declared presets).
-CONSTRAINTS: dict[str, Interval | Options] = {
+CONSTRAINTS: dict[str, Interval | Options | Flag] = {
     "optimizer": Options(OPTIMIZERS),
     "learning_rate": Interval(0, None, closed="neither"),
     "momentum": Interval(0, 1),  # Keras' SGD refuses anything outside [0, 1]
@@ -84,6 +114,16 @@ CONSTRAINTS: dict[str, Interval | Options] = {
     "batch_size": Interval(1, None, integer=True),
     "image_size": Interval(1, None, integer=True),
     "epochs": Interval(1, None, integer=True),
+    # The modern recipe (RECIPE_DEFAULTS holds the study's value of each).
+    "batch_norm": Flag(),
+    "head": Options(HEADS),
+    "flip": Flag(),
+    "crop": Interval(0, 1, closed="left"),  # the share of the image's area a random crop may cut away
+    "weight_decay": Interval(0, None),
+    "label_smoothing": Interval(0, 1, closed="left"),  # 1 would make every target uniform
+    "schedule": Options(SCHEDULES),
+    "warmup_epochs": Interval(0, None, integer=True),
+    "patience": Interval(0, None, integer=True),  # 0: no early stopping
 }
 
 
@@ -110,7 +150,7 @@ def _check_param_constraints(param: Param) -> None:
     elif isinstance(param, Choice):
         for value in param.values:
             check_constraint(param.name, value, f"{where}.values")
-    elif param.name in CONSTRAINTS:
+    elif param.name in CONSTRAINTS and not isinstance(CONSTRAINTS[param.name], Flag):
         raise SpaceError(f"{where}.type: 'bool' is not a legal value; {param.name} must be "
                          f"{CONSTRAINTS[param.name].describe()}")
 
@@ -356,19 +396,28 @@ def param_from_dict(name: str, table: Mapping[str, Any]) -> Param:
         raise SpaceError(f"missing key: {exc}") from None
 
 
+#: The magnitudes an ``[augmentation.NAME]`` preset may set.
+PRESET_KEYS = ("shift", "rotation", "shear", "zoom")
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """Magnitudes of one augmentation preset: shift/zoom as fractions, rotation in degrees, shear factor."""
+    """Magnitudes of one augmentation preset: shift/zoom as fractions, rotation in degrees, shear factor;
+    plus the recipe's ``flip`` (horizontal) and ``crop`` (random resized crop cutting away up to that share
+    of the area), which come from their own parameters so that they combine with any of the study's presets
+    (``SearchSpace.augmentation_for``)."""
 
     name: str
     shift: float = 0.0
     rotation: float = 0.0
     shear: float = 0.0
     zoom: float = 0.0
+    flip: bool = False
+    crop: float = 0.0
 
     @property
     def is_identity(self) -> bool:
-        return not (self.shift or self.rotation or self.shear or self.zoom)
+        return not (self.shift or self.rotation or self.shear or self.zoom or self.flip or self.crop)
 
 
 @dataclass(frozen=True)
@@ -393,6 +442,10 @@ class SearchSpace:
     staged_order: tuple[str, ...]
     budgets: Mapping[str, Budget]
     source: str = "<dict>"
+    #: ``[presets.NAME]``: named sets of base overrides (``tuning search --preset NAME``).
+    presets: Mapping[str, Mapping[str, Value]] = field(default_factory=dict)
+    #: The preset already applied to ``base`` ("" for none); a record, so ``config.toml`` says which one.
+    preset: str = ""
 
     # ----- loading and saving -------------------------------------------------------------------------
     @classmethod
@@ -405,6 +458,9 @@ class SearchSpace:
             raise SpaceError(f"{where}: no such search-space file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SpaceError(f"{where}: not valid TOML ({exc})") from None
+        if "preset" in data:  # in a study's config.toml it records what --preset did; a declaration only offers
+            raise SpaceError(f"{where}: preset: a declaration offers presets as [presets.NAME] tables; choose one "
+                             "with --preset NAME")
         return cls.from_dict(data, source=where)
 
     @classmethod
@@ -419,7 +475,8 @@ class SearchSpace:
 
     @classmethod
     def _from_dict(cls, data: Mapping[str, Any], source: str) -> SearchSpace:
-        _check_keys(data, ("model", "base", "params", "augmentation", "search", "staged", "budgets"), "top level")
+        _check_keys(data, ("model", "base", "params", "augmentation", "search", "staged", "budgets", "presets",
+                           "preset"), "top level")
         if not isinstance(data.get("model"), str):
             raise SpaceError("model: missing; add model = \"<registered model name>\"")
         params: dict[str, Param] = {}
@@ -445,11 +502,12 @@ class SearchSpace:
         augmentations: dict[str, Augmentation] = {}
         for name, table in _table(data.get("augmentation", {}), "augmentation").items():
             table = _table(table, f"augmentation.{name}")
-            _check_keys(table, ("shift", "rotation", "shear", "zoom"), f"augmentation.{name}")
+            _check_keys(table, PRESET_KEYS, f"augmentation.{name}")
             for key, value in table.items():
                 if not isinstance(value, (int, float)) or value < 0:
                     raise SpaceError(f"augmentation.{name}.{key}: must be a number >= 0, but got {value!r}")
-            augmentations[name] = Augmentation(name, **{k: float(v) for k, v in table.items()})
+            shift, rotation, shear, zoom = (float(table.get(k, 0.0)) for k in PRESET_KEYS)
+            augmentations[name] = Augmentation(name, shift, rotation, shear, zoom)
 
         base = dict(_table(data.get("base", {}), "base"))
         _check_keys(base, (*params, *SETTINGS), "base")
@@ -499,14 +557,33 @@ class SearchSpace:
         if "split" in params:
             for scheme in params["split"].grid_values():
                 parse_split(str(scheme), where="params.split")
-        return cls(data["model"], params, base, augmentations, search, order, budgets, source)
+
+        presets: dict[str, dict[str, Value]] = {}
+        for name, table in _table(data.get("presets", {}), "presets").items():
+            table = dict(_table(table, f"presets.{name}"))
+            _check_keys(table, (*params, *SETTINGS), f"presets.{name}")
+            for key, value in table.items():
+                check_constraint(key, value, f"presets.{name}.{key}")
+                if key in params:
+                    _check_value(params[key], value, f"presets.{name}.{key}")
+            presets[name] = table
+        preset = data.get("preset", "")
+        if preset != "" and (not isinstance(preset, str) or preset not in presets):
+            raise SpaceError(f"preset: {preset!r} is not a preset declared under [presets]; known: "
+                             f"{', '.join(sorted(presets)) or '(none)'}")
+        return cls(data["model"], params, base, augmentations, search, order, budgets, source, presets, preset)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``from_dict`` turns back into an equal space."""
         aug = {
-            a.name: {k: getattr(a, k) for k in ("shift", "rotation", "shear", "zoom") if getattr(a, k)}
+            a.name: {k: getattr(a, k) for k in PRESET_KEYS if getattr(a, k)}
             for a in self.augmentations.values()
         }
+        # Both only when used, so a space without presets serialises as it did before they existed (and a
+        # study begun then still resumes: resume compares this dict).
+        extra: dict[str, Any] = {"preset": self.preset} if self.preset else {}
+        if self.presets:
+            extra["presets"] = {name: dict(table) for name, table in self.presets.items()}
         return {
             "model": self.model,
             "base": dict(self.base),
@@ -517,7 +594,7 @@ class SearchSpace:
             "budgets": {
                 b.name: {"trials": b.trials, "epochs": b.epochs, "fixed": dict(b.fixed)} for b in self.budgets.values()
             },
-        }
+        } | extra
 
     # ----- narrowing ----------------------------------------------------------------------------------
     def with_budget(self, name: str) -> tuple[SearchSpace, Budget]:
@@ -527,6 +604,16 @@ class SearchSpace:
         budget = self.budgets[name]
         space = self.with_base({**budget.fixed, "epochs": budget.epochs})
         return replace(space, search=tuple(p for p in self.search if p not in budget.fixed)), budget
+
+    def with_preset(self, name: str) -> SearchSpace:
+        """The space with preset ``name``'s values as its base (validated on load), recorded as applied.
+
+        Applied before a budget and ``--epochs``, so those still pin what they pin; the staged order and the
+        search list are untouched, so a preset moves the point every search starts from, nothing else.
+        """
+        if name not in self.presets:
+            raise UnknownNameError("preset", name, list(self.presets) or ["(none declared)"])
+        return replace(self.with_base(self.presets[name]), preset=name)
 
     def with_search(self, names: Sequence[str]) -> SearchSpace:
         """The same space searching exactly ``names`` (in declaration order)."""
@@ -604,6 +691,12 @@ class SearchSpace:
     def staged_stages(self) -> list[tuple[str, tuple[Value, ...]]]:
         """The one-factor-at-a-time plan: each axis of ``staged.order`` with the values it tries."""
         return [(name, self.params[name].grid_values()) for name in self.staged_order]
+
+    def augmentation_for(self, params: Mapping[str, Any]) -> Augmentation:
+        """The augmentation one trial trains through: its preset plus its ``flip`` and ``crop`` values."""
+        preset = self.augmentation(str(params["augmentation"]))
+        return replace(preset, flip=bool(params.get("flip", RECIPE_DEFAULTS["flip"])),
+                       crop=float(params.get("crop", RECIPE_DEFAULTS["crop"])))
 
     def augmentation(self, name: str) -> Augmentation:
         if name not in self.augmentations:

@@ -20,7 +20,7 @@ from tuning.data.prepare import Prepared, load_prepared
 from tuning.data.splits import TEST, TRAIN, VAL, assign_folds, assign_splits
 from tuning.errors import DataError, UnknownNameError
 from tuning.models import build_model
-from tuning.space import OPTIMIZERS, SearchSpace
+from tuning.space import OPTIMIZERS, RECIPE_DEFAULTS, SCHEDULES, SearchSpace
 
 #: Called after each epoch with (epoch index, logs); returning True stops the trial as pruned.
 EpochHook = Callable[[int, Mapping[str, float]], bool]
@@ -160,23 +160,53 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: Any, params: Mapping[str, Any]) -> None:
-    """Adam (the study's) or SGD with momentum, and categorical cross-entropy.
+def learning_rate(params: Mapping[str, Any], *, epochs: int = 1, steps_per_epoch: int = 1) -> Any:
+    """The study's constant rate (a float), or with ``schedule = "cosine"`` a per-step schedule: linear warm-up
+    from 0 to ``learning_rate`` over ``warmup_epochs``, then cosine decay to 0 at the end of the last epoch.
+
+    A warm-up as long as the whole run is cut to leave one decay step, so every trial still trains.
+    """
+    import keras
+
+    peak = float(params["learning_rate"])
+    schedule = params.get("schedule", RECIPE_DEFAULTS["schedule"])
+    if schedule == "constant":
+        return peak
+    if schedule != "cosine":
+        raise UnknownNameError("schedule", str(schedule), SCHEDULES)
+    total = max(1, int(epochs) * int(steps_per_epoch))
+    warmup = min(int(params.get("warmup_epochs", RECIPE_DEFAULTS["warmup_epochs"])) * int(steps_per_epoch), total - 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total, alpha=0.0)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup, alpha=0.0,
+                                                  warmup_target=peak, warmup_steps=warmup)
+
+
+def compile_model(model: Any, params: Mapping[str, Any], *, epochs: int = 1, steps_per_epoch: int = 1) -> None:
+    """Adam (the study's), SGD with momentum or AdamW with ``weight_decay``, and categorical cross-entropy
+    (with ``label_smoothing`` when set); ``epochs`` and ``steps_per_epoch`` size a cosine schedule.
 
     Builds exactly the names in ``tuning.space.OPTIMIZERS`` (what a declaration may ask for); any other name
-    is an error, never a silent fallback that would train one optimiser and record another.
+    is an error, never a silent fallback that would train one optimiser and record another. With every recipe
+    key at the study's value this compiles exactly what the study did (Adam on a constant rate, the plain loss).
     """
     import keras
 
     name = params["optimizer"]
+    rate = learning_rate(params, epochs=epochs, steps_per_epoch=steps_per_epoch)
     if name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=float(params["learning_rate"]),
-                                         momentum=float(params["momentum"]))
+        optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=float(params["momentum"]))
     elif name == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=float(params["learning_rate"]))
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
+    elif name == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=float(
+            params.get("weight_decay", RECIPE_DEFAULTS["weight_decay"])))
     else:
         raise UnknownNameError("optimizer", str(name), OPTIMIZERS)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    smoothing = float(params.get("label_smoothing", RECIPE_DEFAULTS["label_smoothing"]))
+    loss: Any = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
+                 else "categorical_crossentropy")
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
 def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
@@ -203,6 +233,58 @@ def _best_weights_callback(objective: str) -> Any:
                                          patience=10**9, restore_best_weights=True)
 
 
+def earliest_stop(params: Mapping[str, Any], epochs: int) -> int:
+    """The first epoch (0-based) whose stale epochs early stopping counts: 0 on a constant rate; under
+    ``cosine``, the start of the schedule's last third.
+
+    Validation swings early while the rate is high (the issue's calibration: patience 6 stopped a cosine run at
+    epoch 13 with balanced accuracy 0.554, its full 40 epochs gave 0.597), so a decaying schedule is not cut
+    before its rate is small.
+    """
+    if params.get("schedule", RECIPE_DEFAULTS["schedule"]) == "cosine":
+        return (2 * int(epochs)) // 3
+    return 0
+
+
+def _early_stopping_callback(objective: str, *, patience: int, start: int, restore: bool) -> Any:
+    """Stops once ``patience`` epochs from ``start`` on brought no better ``objective`` than the best so far;
+    with ``restore``, then restores the best epoch's weights (best over ALL epochs, the epoch
+    ``TrialResult.best_epoch`` names; a search trial's model is dropped, so it skips the copies).
+
+    Keras' ``start_from_epoch`` would also ignore the best epochs before ``start``, so this counts itself: the
+    trial stops at the end of epoch ``e`` when ``e - max(best, start - 1) >= patience``.
+    """
+    import keras
+
+    better = (lambda a, b: a < b) if objective == "val_loss" else (lambda a, b: a > b)
+
+    class _EarlyStopping(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best: float | None = None
+            self.best_epoch = -1
+            self.best_weights: list[Any] | None = None
+            self.stopped_epoch = -1
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+            value = (logs or {}).get(objective)
+            if value is None or not math.isfinite(value):
+                return  # nothing validated (fit on train+val): the epoch budget is the stop rule
+            if self.best is None or better(value, self.best):
+                self.best, self.best_epoch = value, epoch
+                if restore:
+                    self.best_weights = self.model.get_weights()
+            elif epoch - max(self.best_epoch, start - 1) >= patience:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return _EarlyStopping()
+
+
 def train_trial(
     model_name: str,
     params: Mapping[str, Any],
@@ -219,6 +301,8 @@ def train_trial(
 
     A NaN/inf loss or running out of memory ends the trial as failed with its reason; the caller's study
     goes on. With ``keep_model`` the weights of the epoch best by ``objective`` are restored and returned.
+    With ``patience`` in ``params`` the trial stops early (``earliest_stop`` says from when) and, stopped or
+    not, ends on its best epoch's weights; ``epochs`` stays the maximum and sizes the learning-rate schedule.
     """
     import keras
 
@@ -232,19 +316,23 @@ def train_trial(
     n_classes = len(data.classes)
     state: dict[str, Any] = {}
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
-    if keep_model:
+    patience = int(params.get("patience", RECIPE_DEFAULTS["patience"]))
+    if patience:
+        callbacks.append(_early_stopping_callback(objective, patience=patience, start=earliest_stop(params, epochs),
+                                                  restore=keep_model))
+    elif keep_model:
         callbacks.append(_best_weights_callback(objective))
     start = time.perf_counter()
     model = None
     try:
         try:
-            model = build_model(model_name, {**params, "augmentation": space.augmentation(str(params["augmentation"]))},
+            model = build_model(model_name, {**params, "augmentation": space.augmentation_for(params)},
                                 (size, size, 3), n_classes)
         except ValueError as exc:  # e.g. an input too small for the pooling layers
             return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}",
                                objective_name=objective)
-        compile_model(model, params)
         batch = int(params["batch_size"])
+        compile_model(model, params, epochs=epochs, steps_per_epoch=math.ceil(len(views["train"][0]) / batch))
         history = model.fit(
             make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
             validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -10,7 +11,7 @@ import pytest
 
 from tuning.errors import UnknownNameError
 from tuning.models import build_model, get_model_fn, known_models
-from tuning.models._layers import preprocess
+from tuning.models._layers import RandomResizedCrop, preprocess
 from tuning.space import OPTIMIZERS, Augmentation, SearchSpace, load_space
 from tuning.train import compile_model
 
@@ -105,17 +106,18 @@ def test_trains_with_sgd_and_momentum(model: str) -> None:
     assert np.isfinite(loss["loss"])
 
 
-@pytest.mark.parametrize("name, cls", [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD)])
+@pytest.mark.parametrize("name, cls", [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD),
+                                       ("adamw", keras.optimizers.AdamW)])
 def test_compile_builds_each_declarable_optimizer_and_nothing_else(name: str, cls: type) -> None:
     """Every name a space may declare (``OPTIMIZERS``) trains that optimiser; another name is refused, not
     swapped for Adam."""
-    assert {"adam", "sgd"} == set(OPTIMIZERS)
+    assert {"adam", "sgd", "adamw"} == set(OPTIMIZERS)
     params = _params(_space("alexnet"), optimizer=name, momentum=0.5, learning_rate=0.01, image_size=64)
     net = build_model("alexnet", params, (64, 64, 3), N_CLASSES)
     compile_model(net, params)
     assert type(net.optimizer) is cls
     assert float(net.optimizer.learning_rate) == pytest.approx(0.01)
-    with pytest.raises(UnknownNameError, match=r"^unknown optimizer 'rmsprop'; known: adam, sgd$"):
+    with pytest.raises(UnknownNameError, match=r"^unknown optimizer 'rmsprop'; known: adam, adamw, sgd$"):
         compile_model(net, {**params, "optimizer": "rmsprop"})
 
 
@@ -205,3 +207,153 @@ def test_width_scales_parameter_count(model: str) -> None:
         for w in (0.5, 1.0)
     ]
     assert [2 * f for f in conv[0]] == conv[1]
+
+
+# ----- the modern recipe ----------------------------------------------------------------------------------
+#: Each study net as main built it (64 px, width 0.25, 128 dense units, no augmentation), before the recipe.
+MAIN_NETS = {
+    "alexnet": (383907, ["InputLayer", "Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D",
+                         "Conv2D", "Conv2D", "MaxPooling2D", "Flatten", "Dropout", "Dense", "Dropout", "Dense",
+                         "Dropout", "Dense"]),
+    "vgg16": (941715, ["InputLayer", "Rescaling", "Conv2D", "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D",
+                       "MaxPooling2D", "Conv2D", "Conv2D", "Conv2D", "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D",
+                       "Conv2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout", "Dense", "Dropout",
+                       "Dense"]),
+}
+RECIPE_KEYS = ("batch_norm", "head", "flip", "crop", "weight_decay", "label_smoothing", "schedule", "warmup_epochs",
+               "patience")
+
+
+def _recipe_params(space: SearchSpace, **chosen: Any) -> dict[str, Any]:
+    """Like ``_params``, with the augmentation a trial trains through (preset plus flip and crop)."""
+    small = {"width": min(space.params["width"].values), "dense_units": min(space.params["dense_units"].values),
+             "image_size": 32}
+    params = space.resolve({**small, **chosen})
+    return {**params, "augmentation": space.augmentation_for(params)}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_study_nets_are_unchanged_with_the_recipe_off(model: str) -> None:
+    """Recipe keys at the study's values, or absent (a declaration from before the recipe): main's net."""
+    space = _space(model)
+    params = {**space.resolve({"image_size": 64, "width": 0.25, "dense_units": 128}),
+              "augmentation": space.augmentation("none")}
+    bare = {k: v for k, v in params.items() if k not in RECIPE_KEYS}
+    for p in (params, bare):
+        net = build_model(model, p, (64, 64, 3), N_CLASSES)
+        assert net.count_params() == MAIN_NETS[model][0]
+        assert [type(layer).__name__ for layer in net.layers] == MAIN_NETS[model][1]
+        convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+        assert all(c.use_bias and c.activation is keras.activations.relu for c in convs)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_batch_norm_follows_every_convolution(model: str) -> None:
+    space = _space(model)
+    net = build_model(model, _recipe_params(space, batch_norm=True), (32, 32, 3), N_CLASSES)
+    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == {"vgg16": 12, "alexnet": 5}[model]
+    assert _count(net, keras.layers.BatchNormalization) == len(convs)
+    names = [layer.name for layer in net.layers]
+    for c in convs:
+        assert not c.use_bias and c.activation is keras.activations.linear  # BN's shift replaces the bias
+        i = names.index(c.name)
+        assert names[i + 1:i + 3] == [f"{c.name}_bn", f"{c.name}_relu"]
+        assert net.layers[i + 2].activation is keras.activations.relu
+    off = build_model(model, _recipe_params(space, batch_norm=False), (32, 32, 3), N_CLASSES)
+    assert _count(off, keras.layers.BatchNormalization) == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_gap_head_pools_instead_of_flattening(model: str) -> None:
+    space = _space(model)
+    gap = build_model(model, _recipe_params(space, head="gap", image_size=64), (64, 64, 3), N_CLASSES)
+    flat = build_model(model, _recipe_params(space, head="flatten", image_size=64), (64, 64, 3), N_CLASSES)
+    assert _count(gap, keras.layers.Flatten) == 0 and _count(gap, keras.layers.GlobalAveragePooling2D) == 1
+    assert _count(flat, keras.layers.Flatten) == 1 and _count(flat, keras.layers.GlobalAveragePooling2D) == 0
+    assert gap.output_shape == (None, N_CLASSES)
+    assert gap.count_params() < flat.count_params()  # the first dense layer sees channels, not pixels
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_flip_and_crop_join_the_presets_and_are_off_at_inference(model: str) -> None:
+    """flip and crop add to the study's preset; predict (and the shipped model, rebuilt without augmentation
+    and given the trained weights) sees none of them."""
+    from tuning.evaluate import inference_model
+
+    space = _space(model)
+    params = _recipe_params(space, flip=True, crop=0.25, augmentation="small", batch_norm=True, head="gap")
+    net = build_model(model, params, (32, 32, 3), N_CLASSES)
+    by_name = {layer.name: layer for layer in net.layers}
+    assert isinstance(by_name["aug_flip"], keras.layers.RandomFlip) and by_name["aug_flip"].mode == "horizontal"
+    assert isinstance(by_name["aug_crop"], RandomResizedCrop) and by_name["aug_crop"].crop == 0.25
+    assert {"aug_shift", "aug_rotation", "aug_shear", "aug_zoom"} <= set(by_name)  # the "small" preset's
+    x = _images(6, 32)
+    first, second = net.predict(x, verbose=0), net.predict(x, verbose=0)
+    np.testing.assert_array_equal(first, second)
+    shipped = inference_model(model, params, net, N_CLASSES)
+    assert not any(layer.name.startswith("aug_") for layer in shipped.layers)
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), first, rtol=1e-5, atol=1e-6)
+    plain = build_model(model, _recipe_params(space, flip=False, crop=0.0), (32, 32, 3), N_CLASSES)
+    assert not any(layer.name in ("aug_flip", "aug_crop") for layer in plain.layers)
+
+
+def test_flip_mirrors_training_batches() -> None:
+    net = _preprocessor(Augmentation("flip-only", flip=True))
+    x = _images(16, 32)
+    out = keras.ops.convert_to_numpy(net(x, training=True))
+    rescaled = x / 255.0
+    flipped = [np.allclose(o, r[:, ::-1], atol=1e-6) for o, r in zip(out, rescaled)]
+    kept = [np.allclose(o, r, atol=1e-6) for o, r in zip(out, rescaled)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_random_resized_crop_stretches_a_crop_of_the_image() -> None:
+    """On a horizontal ramp (pixel value = column) each output row is the ramp restricted to the crop: linear
+    with slope = the crop's width share (at least sqrt(3/4 * (1 - crop)), at most 1), inside the image."""
+    crop, size = 0.4, 32
+    layer = RandomResizedCrop(crop, seed=3)
+    ramp = np.tile(np.arange(size, dtype=np.float32), (size, 1))
+    x = np.repeat(np.stack([ramp] * 3, axis=-1)[None], 8, axis=0)
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert out.shape == x.shape
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), x)  # a bare call is inference
+    slopes = []
+    for image in out:
+        row = image[size // 2, :, 0]
+        slope, offset = np.polyfit(np.arange(size), row, 1)
+        np.testing.assert_allclose(row, slope * np.arange(size) + offset, atol=1e-3)
+        assert np.sqrt(0.75 * (1 - crop)) - 1e-4 <= slope <= 1 + 1e-4
+        assert offset >= -1e-3 and offset + slope * (size - 1) <= size - 1 + 1e-3
+        slopes.append(slope)
+    assert max(slopes) - min(slopes) > 0.02  # a fresh crop for each image
+    with pytest.raises(ValueError, match="crop must be in"):
+        RandomResizedCrop(1.0)
+
+
+def test_a_recipe_model_saves_and_loads_with_its_crop_layer(tmp_path: Path) -> None:
+    space = _space("alexnet")
+    net = build_model("alexnet", _recipe_params(space, crop=0.3, flip=True, batch_norm=True, head="gap"),
+                      (32, 32, 3), N_CLASSES)
+    net.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    crop = loaded.get_layer("aug_crop")
+    assert isinstance(crop, RandomResizedCrop) and crop.crop == pytest.approx(0.3)
+    x = _images(3, 32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_random_resized_crop_runs_under_mixed_precision(policy: str) -> None:
+    """``--precision`` mixed policies feed the crop half-precision images; it answers in their dtype."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        net = _preprocessor(Augmentation("crop-only", crop=0.3, flip=True))
+        out = net(_images(4, 32), training=True)
+    finally:
+        keras.config.set_dtype_policy(before)
+    assert keras.backend.standardize_dtype(out.dtype) == policy.removeprefix("mixed_")
+    values = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+    assert values.shape == (4, 32, 32, 3) and np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1

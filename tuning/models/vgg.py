@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from tuning.models import register
-from tuning.models._layers import channels, dense_head, model_inputs, preprocess
+from tuning.models._layers import channels, conv, dense_head, model_inputs, preprocess
 
 #: (convolutions, filters) per block: 2+2+4+4 = 12 conv layers, one max-pool after each of the 4 blocks.
 BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512))
@@ -21,14 +21,14 @@ def vgg16(params: Mapping[str, Any], input_shape: tuple[int, int, int], n_classe
     by a 2x2 max-pool, then two dense layers each followed by dropout, and a softmax over the classes.
 
     Differences from the paper's VGG16 (13 conv, 5 pools, 4096-unit dense) follow the study's smaller net for
-    96 px inputs; ``width`` scales every conv layer and ``dense_units`` the dense layers.
+    96 px inputs; ``width`` scales every conv layer and ``dense_units`` the dense layers; ``batch_norm`` and
+    ``head`` switch on the modern recipe's blocks (``tuning.models._layers``).
     """
     inputs = model_inputs(input_shape)
     x = preprocess(inputs, params["augmentation"])
     for b, (convs, filters) in enumerate(BLOCKS, start=1):
         for c in range(1, convs + 1):
-            x = layers.Conv2D(channels(filters, params["width"]), 3, padding="same", activation="relu",
-                              name=f"block{b}_conv{c}")(x)
+            x = conv(x, channels(filters, params["width"]), 3, params, padding="same", name=f"block{b}_conv{c}")
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     outputs = dense_head(x, params, n_classes, hidden=2, dropout_before=False)
     return keras.Model(inputs, outputs, name="vgg16")
