@@ -70,7 +70,7 @@ distclean: clean
 	rm -rf $(VENV) datasets/demo
 
 # The poster study -> docs/poster-study.md: staged vs TPE vs Hyperband on equal epoch budgets, both models;
-# posters read in place (symlinks), studies in runs/poster-study/. About 2 hours on 2 cores;
+# posters copied under runs/poster-study/ (never into the repository), studies there too. About 2 hours on 2 cores;
 # `make study STUDY_ARGS=--tiny` is a smoke run of a few minutes.
 STUDY_ARGS ?=
 study: $(STAMP)

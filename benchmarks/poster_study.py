@@ -13,9 +13,8 @@ split (same dataset and seed), then ``tuning compare`` pairs them (McNemar). Wri
     .venv/bin/python benchmarks/poster_study.py --doc-only      # rewrite the doc from finished studies
 
 A rerun reuses every study that already has ``final/metrics.json`` (delete a study's folder to redo it) and
-resumes the others where they stopped. The posters are never copied: the dataset folder's ``raw/<class>``
-entries are absolute symlinks made at run time (``tuning data import`` copies, which this study must not do);
-everything written goes under ``--work``.
+resumes the others where they stopped. The posters are copied once to ``--work``/data (outside the repository,
+never into it); everything written goes under ``--work``.
 """
 
 from __future__ import annotations
@@ -51,21 +50,16 @@ OBJECTIVE = "val_accuracy"  # every search here runs with the default --objectiv
 
 # ---------------------------------------------------------------------------------------------- setup
 def link_dataset(posters: Path, data: Path) -> list[str]:
-    """``data/raw/<class>`` -> the poster folders (absolute symlinks); nothing is copied."""
-    raw = data / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    classes = sorted(p.name for p in posters.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise SystemExit(f"{posters}: no class folders")
-    for name in classes:
-        link = raw / name
-        target = (posters / name).resolve()
-        if link.is_symlink() and Path(os.readlink(link)) == target:
-            continue
-        if link.exists() or link.is_symlink():
-            raise SystemExit(f"{link} exists and is not a link to {target}; remove it or pass another --work")
-        link.symlink_to(target, target_is_directory=True)
-    return classes
+    """``data/raw/<class>``: a copy of the posters outside the project (``--work``), made once.
+
+    Not symlinks: the toolkit skips linked folders in raw/ (a link could lead anywhere), so the dataset is a
+    real copy; it never enters the repository.
+    """
+    from tuning.data.importer import import_folder
+
+    if not (data / "manifest.csv").exists():
+        import_folder(posters, data)
+    return sorted(p.name for p in (data / "raw").iterdir() if p.is_dir())
 
 
 def write_space(model: str, out: Path, *, tiny: bool, size: int, epochs: int) -> Path:
@@ -378,7 +372,7 @@ def write_doc(results: dict[str, dict[str, Any]], a: argparse.Namespace, seconds
               + ("rewriting this file from the finished studies with `--doc-only`). " if a.doc_only else
                  "this invocation, which reuses finished studies). ")
               +
-              f"Data: `{os.path.relpath(a.posters)}` read in place via symlinks "
+              f"Data: `{os.path.relpath(a.posters)}` (copied under --work) "
               f"({', '.join(classes)}), balanced by undersampling to the smallest class; studies in "
               f"`{os.path.relpath(a.work)}/studies/`.", "",
               "Engines, each given the staged procedure's total epochs as budget (the optimisers start with as many "
