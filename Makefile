@@ -17,7 +17,7 @@ SEARCH_ARGS = --model $(MODEL) --data $(DATA) --engine $(ENGINE) --budget $(BUDG
 	--precision $(PRECISION) \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STUDY),--study $(STUDY))
 
-.PHONY: venv search test test-fast lint bench study report export clean distclean
+.PHONY: venv search test test-fast lint bench study engines-study report export clean distclean
 
 # Reinstalls only when the package metadata changes; fast no-op otherwise.
 $(STAMP): pyproject.toml
@@ -72,6 +72,13 @@ distclean: clean
 # The poster study -> docs/poster-study.md: staged vs TPE vs Hyperband on equal epoch budgets, both models;
 # posters copied under runs/poster-study/ (never into the repository), studies there too. About 2 hours on 2 cores;
 # `make study STUDY_ARGS=--tiny` is a smoke run of a few minutes.
+# The engine benchmark -> docs/engines-study.md: the AlexNet quick grid trained once on all posters (a table
+# of curves, resumable, runs/engines-study/), then every engine replayed on it with 7 seeds. About an hour on
+# 2 cores; `make engines-study ENGINES_ARGS=--tiny` is a smoke run, `--replay-only` reuses the stored table.
+ENGINES_ARGS ?=
+engines-study: $(STAMP)
+	$(BIN)/python benchmarks/engines_study.py --posters $(POSTERS) $(ENGINES_ARGS)
+
 STUDY_ARGS ?=
 study: $(STAMP)
 	$(BIN)/python benchmarks/poster_study.py --posters $(POSTERS) $(STUDY_ARGS)

@@ -22,6 +22,7 @@ from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
 from tuning.trials import best_trial as _best_trial
+from tuning.trials import direction
 
 #: What the final model may be fitted on; the test split is never among them.
 FIT_ON = ("train", "train+val")
@@ -80,7 +81,7 @@ def best_epoch_count(history: Mapping[str, list[float]], objective: str) -> int:
     values = np.asarray(history.get(objective, []), dtype=np.float64)
     if not len(values) or np.all(np.isnan(values)):
         return 0
-    return int(np.nanargmin(values) if objective == "val_loss" else np.nanargmax(values)) + 1
+    return int(np.nanargmin(values) if direction(objective) == "minimize" else np.nanargmax(values)) + 1
 
 
 def best_trial(study: Any, objective: str) -> Any:

@@ -21,6 +21,7 @@ from tuning.data.splits import TEST, TRAIN, VAL, assign_folds, assign_splits
 from tuning.errors import DataError, UnknownNameError
 from tuning.models import build_model
 from tuning.space import OPTIMIZERS, RECIPE_DEFAULTS, SCHEDULES, SearchSpace
+from tuning.trials import direction
 
 #: Called after each epoch with (epoch index, logs); returning True stops the trial as pruned.
 EpochHook = Callable[[int, Mapping[str, float]], bool]
@@ -50,7 +51,7 @@ class TrialResult:
         values = self.history.get(self.objective_name, [])
         if not values or np.all(np.isnan(values)):
             return -1
-        return int(np.nanargmin(values) if self.objective_name == "val_loss" else np.nanargmax(values))
+        return int(np.nanargmin(values) if direction(self.objective_name) == "minimize" else np.nanargmax(values))
 
     @property
     def val_accuracy(self) -> float:
@@ -59,11 +60,11 @@ class TrialResult:
         return float(acc[self.best_epoch]) if 0 <= self.best_epoch < len(acc) else math.nan
 
     def objective(self, name: str) -> float:
-        """``val_accuracy`` (its best epoch) or ``val_loss`` (its lowest epoch); NaN when none finished."""
+        """The objective at its best epoch (lowest for val_loss, highest otherwise); NaN when none finished."""
         values = [v for v in self.history.get(name, []) if math.isfinite(v)]
         if not values:
             return math.nan
-        return max(values) if name == "val_accuracy" else min(values)
+        return min(values) if direction(name) == "minimize" else max(values)
 
 
 class TrialData:
@@ -206,7 +207,9 @@ def compile_model(model: Any, params: Mapping[str, Any], *, epochs: int = 1, ste
     smoothing = float(params.get("label_smoothing", RECIPE_DEFAULTS["label_smoothing"]))
     loss: Any = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
                  else "categorical_crossentropy")
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    from tuning.models._metrics import class_metrics
+
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy", *class_metrics(int(model.output_shape[-1]))])
 
 
 def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
@@ -229,7 +232,7 @@ def _best_weights_callback(objective: str) -> Any:
     """Keeps the weights of the epoch the objective rates best, the same epoch ``TrialResult.best_epoch`` names."""
     import keras
 
-    return keras.callbacks.EarlyStopping(monitor=objective, mode="min" if objective == "val_loss" else "max",
+    return keras.callbacks.EarlyStopping(monitor=objective, mode="min" if direction(objective) == "minimize" else "max",
                                          patience=10**9, restore_best_weights=True)
 
 
@@ -256,7 +259,7 @@ def _early_stopping_callback(objective: str, *, patience: int, start: int, resto
     """
     import keras
 
-    better = (lambda a, b: a < b) if objective == "val_loss" else (lambda a, b: a > b)
+    better = (lambda a, b: a < b) if direction(objective) == "minimize" else (lambda a, b: a > b)
 
     class _EarlyStopping(keras.callbacks.Callback):
         def __init__(self) -> None:

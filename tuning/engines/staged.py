@@ -17,6 +17,7 @@ from tuning.engines.optuna_engine import load_study
 from tuning.space import SearchSpace, Value
 from tuning.study import StudyConfig
 from tuning.train import TrialData
+from tuning.trials import direction
 
 #: Failures that say nothing about the configuration itself; such a trial is run again on resume.
 TRANSIENT = ("interrupted", "worker ")
@@ -47,7 +48,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
     study = load_study(config, space)
     runner = TrialRunner(config, space, data, folder, on_event)
     fail_dead_workers(study)
-    sign = -1.0 if config.objective == "val_loss" else 1.0
+    sign = -1.0 if direction(config.objective) == "minimize" else 1.0
     axes = [(name, values) for name, values in space.staged_stages() if name in space.search]
     chosen: dict[str, Value] = {name: space.base[name] for name, _ in axes}
     trained = [0]
