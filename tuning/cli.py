@@ -397,11 +397,16 @@ def _summary(outcome: Any) -> None:
 @click.option("--precision", default="auto", show_default=True,
               help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard scalars and HParams to runs/<study>/tensorboard/ (needs tuning[tensorboard]).")
+@click.option("--track", "track", multiple=True, metavar="mlflow[:URI]",
+              help="Also log to MLflow: the study as a parent run, each trial as a child [URI: "
+                   "sqlite:///runs/mlflow.db]; repeatable (needs tuning[mlflow]).")
 @handle_errors
 def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
            repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
            epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int,
-           precision: str) -> None:
+           precision: str, tensorboard: bool, track: tuple[str, ...]) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
@@ -411,6 +416,7 @@ def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: 
         budget=budget,
         trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision,
         params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
+        track=(("tensorboard",) if tensorboard else ()) + track,
     )
     _quiet_libraries()
     try:
@@ -443,6 +449,26 @@ def report(study: str) -> None:
 
     _quiet_libraries()
     click.echo(f"Report: {build_report(study_folder(study))}")
+
+
+@cli.command()
+@study_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 shows the study, and lets anyone edit it, on the network).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
+@handle_errors
+def dashboard(study: str, host: str, port: int) -> None:
+    """Open the study's own storage in optuna-dashboard (needs tuning[dashboard]); Ctrl-C stops it."""
+    from tuning.pipeline import study_folder
+    from tuning.tracking.dashboard import open_dashboard
+
+    board = open_dashboard(study_folder(study), host=host, port=port)
+    click.echo(f"optuna-dashboard for study '{board.study}' ({board.storage}) at {board.url}")
+    click.echo("Press Ctrl-C to stop.")
+    try:
+        board.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
 
 
 @cli.command()
