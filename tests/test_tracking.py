@@ -113,6 +113,70 @@ def test_tensorboard_files_hold_every_trials_epochs_and_hparams(
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
 
 
+def test_tensorboard_server_shows_every_trial_in_its_hparams_table(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``tensorboard --logdir runs/<study>/tensorboard``, the real server on 127.0.0.1, asked what its HParams
+    dashboard shows: one session per trial with its parameters, status and last val_accuracy."""
+    import json
+    import queue
+    import shutil
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+
+    from tuning.tracking.tensorboard_writer import TensorBoardTracker
+
+    folder = tmp_path / "served"
+    config, space, data = _setup(tiny_space("alexnet"), folder, trials=3, pruner="none")
+    tracked = Tracked(lambda e: None, [("tensorboard", TensorBoardTracker(folder))])
+    study = _search(tracked, config, space, data, folder)
+    tracked.close(None)
+
+    exe = shutil.which("tensorboard", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the tensorboard package installs the tensorboard command"
+    process = subprocess.Popen([exe, "--logdir", str(folder / "tensorboard"), "--host", "127.0.0.1", "--port", "0",
+                                "--load_fast", "false"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True).start()
+        base, deadline = "", time.monotonic() + 120
+        while not base and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                assert process.poll() is None, "tensorboard exited before serving"
+                continue
+            if line.startswith("TensorBoard ") and " at http://" in line:
+                base = line.split(" at ", 1)[1].split()[0].rstrip("/")
+        assert base, "tensorboard printed no address"
+        body = json.dumps({"experimentName": "", "startIndex": 0, "sliceSize": 100,
+                           "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE"],
+                           "colParams": [{"hparam": "learning_rate"}, {"hparam": "dropout"},
+                                         {"metric": {"tag": "val_accuracy", "group": ""}}]}).encode()
+        groups: list[Any] = []
+        while len(groups) < 3 and time.monotonic() < deadline:  # it loads the event files in the background
+            request = urllib.request.Request(f"{base}/data/plugin/hparams/session_groups", data=body, headers={
+                "Content-Type": "application/json", "X-XSRF-Protected": "1"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                groups = json.loads(response.read()).get("sessionGroups", [])
+            if len(groups) < 3:
+                time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    shown = {g["name"]: g for g in groups}
+    assert sorted(shown) == ["trial-0000", "trial-0001", "trial-0002"]
+    for trial in study.trials:
+        group = shown[f"trial-{trial.number:04d}"]
+        assert group["hparams"] == pytest.approx(trial.params)
+        assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
+        metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert metrics["val_accuracy"] == pytest.approx(trial.user_attrs["history"]["val_accuracy"][-1], rel=1e-6)
+
+
 def test_tensorboard_keeps_the_first_repeats_epochs_only(
     fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
