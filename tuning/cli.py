@@ -43,7 +43,19 @@ def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Study name (runs/NAME) or folder.")(fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  error: one line 'Error: ...' says what is wrong and what to do
+  2  usage error: an unknown command or option, or a bad option value
+
+\b
+Shell completion (bash; zsh_source and fish_source likewise):
+  eval "$(_TUNING_COMPLETE=bash_source tuning)"
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(package_name="tuning")
 def cli() -> None:
     """Search CNN hyperparameters on a few thousand images, retrain the best, test it and ship it."""
@@ -547,7 +559,8 @@ def export(study: str, formats: str) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON lines: one object per image (file, top classes or error), one per line.")
 @click.option("--csv", "csv_file", type=click.Path(path_type=Path), default=None,
               help="Write the rows to this CSV file and print only a one-line summary.")
 @click.option("--safe/--no-safe", default=True, show_default=True,
@@ -580,8 +593,9 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, cs
         click.echo(f"Wrote {result.predicted} prediction(s) to {csv_file}; skipped {sum(skipped.values())} "
                    f"file(s){f' ({reasons})' if reasons else ''}")
         return
-    if as_json:
-        click.echo(json.dumps(result.rows, indent=2))
+    if as_json:  # JSON lines: `jq`, pandas.read_json(lines=True) and a shell loop read it a row at a time
+        for row in result.rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
         return
     for row in result.rows:
         if "error" in row:
