@@ -64,7 +64,7 @@ def serve() -> Iterator[Callable[[Path], str]]:
                 assert process.poll() is None, "tuning dashboard exited before printing its address"
                 continue
             if " at http://" in line:
-                return line.rsplit(" at ", 1)[1].strip().removesuffix("/dashboard")
+                return line.rsplit(" at ", 1)[1].strip()
         raise AssertionError(f"tuning dashboard printed no address within {WAIT_SECONDS:.0f}s")
 
     yield start
@@ -99,10 +99,14 @@ def test_dashboard_shows_the_study_its_trials_params_intermediate_values_and_att
     study = _finished_study(tiny_space("alexnet"), folder, storage=storage)
     assert (folder / ("optuna.db" if kind == "sqlite" else "optuna.journal")).is_file()
 
-    base = serve(folder)
-    assert base.startswith("http://127.0.0.1:")
+    url = serve(folder)
+    assert url.startswith("http://127.0.0.1:")
+    base, _, page = url.partition("/dashboard")
     [summary] = _studies(base)
     assert summary["study_name"] == folder.name
+    assert page == f"/studies/{summary['study_id']}"  # the command points at the study's own page
+    with urllib.request.urlopen(url, timeout=10) as response:  # the page itself (the app that reads the API)
+        assert response.status == 200 and b"<html" in response.read().lower()
     detail = _get(f"{base}/api/studies/{summary['study_id']}?after=0")
     trials = {t["number"]: t for t in detail["trials"]}
     assert sorted(trials) == [0, 1, 2]

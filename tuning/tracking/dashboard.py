@@ -28,10 +28,11 @@ class _QuietHandler(WSGIRequestHandler):
 class Dashboard:
     """A bound, not yet serving, dashboard; ``url`` is known before ``serve_forever`` (port 0 picks one)."""
 
-    def __init__(self, server: WSGIServer, *, study: str, storage: str) -> None:
+    def __init__(self, server: WSGIServer, *, study: str, study_id: int, storage: str) -> None:
         self.server, self.study, self.storage = server, study, storage
         host, port = server.server_address[:2]
-        self.url = f"http://{host!s}:{port}/dashboard"
+        self.base = f"http://{host!s}:{port}"
+        self.url = f"{self.base}/dashboard/studies/{study_id}"  # the study's own page, not the list of studies
 
     def serve_forever(self) -> None:
         try:
@@ -55,10 +56,14 @@ def open_dashboard(folder: Path, *, host: str = "127.0.0.1", port: int = 8080) -
 
     config = read_config(Path(folder))
     storage = open_storage(config.storage, create=False)
+    try:
+        study_id = storage.get_study_id_from_name(config.name)
+    except KeyError:
+        raise StudyError(f"storage {mask_password(config.storage)}: holds no study named '{config.name}'") from None
     app = optuna_dashboard.wsgi(storage)
     try:
         server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as exc:
         raise StudyError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port "
                          "(0 picks a free one)") from None
-    return Dashboard(server, study=config.name, storage=mask_password(config.storage))
+    return Dashboard(server, study=config.name, study_id=study_id, storage=mask_password(config.storage))
