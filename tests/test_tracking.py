@@ -4,6 +4,7 @@ while the search goes on. Trials train with ``fake_train``; the events are the e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -364,3 +365,27 @@ def test_a_tracked_search_logs_trials_and_the_final_model_report_and_card(
     assert final.Scalars("test_accuracy")[0].value == pytest.approx(outcome.metrics["accuracy"], rel=1e-6)
     assert sorted(p.name for p in (runs / "tracked" / "tensorboard").iterdir() if p.is_dir()) == [
         "final", "trial-0000", "trial-0001"]
+
+
+@pytest.mark.slow
+def test_trials_in_child_processes_reach_the_parents_trackers(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``--trials-per-process 1`` trains each trial in its own child process; its events are relayed to the
+    parent, whose tracker writes every trial's curves (real Keras training, one epoch each)."""
+    from tuning.engines.optuna_engine import load_study
+    from tuning.study import read_config
+
+    runs = tmp_path / "runs"
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=2, epochs=1, study="children", runs=runs, pruner="none", trials_per_process=1,
+                            track=("tensorboard",))
+    outcome = run_search(request)
+    assert outcome is not None
+    study = load_study(read_config(outcome.folder))
+    pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # two children, neither of them this process
+    for trial in study.trials:
+        acc = _accumulator(outcome.folder / "tensorboard" / f"trial-{trial.number:04d}")
+        assert [e.value for e in acc.Scalars("val_accuracy")] == pytest.approx(
+            trial.user_attrs["history"]["val_accuracy"], rel=1e-6)
