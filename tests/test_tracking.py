@@ -355,6 +355,11 @@ def test_a_tracked_search_logs_trials_and_the_final_model_report_and_card(
     assert len(children) == 2 and parent.info.status == "FINISHED"
     assert parent.data.metrics["test_accuracy"] == pytest.approx(outcome.metrics["accuracy"])
     assert parent.data.metrics["best_value"] == pytest.approx(outcome.best_value)
+    low, high = outcome.metrics["accuracy_ci95"]
+    assert parent.data.metrics["test_accuracy_ci95_low"] == pytest.approx(low)
+    assert parent.data.metrics["test_n"] == outcome.metrics["n"]
+    assert parent.data.metrics["retrain_val_accuracy"] == pytest.approx(outcome.metrics["val_accuracy"])
+    assert "test_seed" not in parent.data.metrics and "test_val_accuracy" not in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"model", "report", "model_card", "final", "config.toml"} <= artifacts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "model_card")} == {

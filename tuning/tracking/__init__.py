@@ -78,6 +78,23 @@ def make_tracker(spec: TrackSpec, folder: Path) -> Tracker:
     return MlflowTracker(folder, uri=spec.uri)
 
 
+#: ``final/metrics.json`` keys measured on the test split; its other numbers describe the retrain.
+TEST_KEYS = ("accuracy", "balanced_accuracy", "roc_auc_macro", "n")
+
+
+def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The retrained model's numbers as flat metrics: ``test_*`` from the one test evaluation (with the
+    accuracy's 95% interval), ``retrain_*`` for the retrain itself (its validation accuracy, epochs, seconds)."""
+    out = {f"test_{k}": float(metrics[k]) for k in TEST_KEYS if isinstance(metrics.get(k), int | float)}
+    ci = metrics.get("accuracy_ci95")
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        out["test_accuracy_ci95_low"], out["test_accuracy_ci95_high"] = float(ci[0]), float(ci[1])
+    for key in ("val_accuracy", "epochs_trained", "best_epoch", "seconds"):
+        if isinstance(metrics.get(key), int | float) and not isinstance(metrics.get(key), bool):
+            out[f"retrain_{key}"] = float(metrics[key])
+    return out
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -132,9 +132,9 @@ class MlflowTracker:
 
     def _outcome(self, outcome: SearchOutcome) -> None:
         from tuning.study import study_paths
+        from tuning.tracking import final_metrics
 
-        tests = {f"test_{k}": v for k, v in outcome.metrics.items()}
-        self._metrics(self.parent, {"best_value": outcome.best_value, **tests}, step=0)
+        self._metrics(self.parent, {"best_value": outcome.best_value, **final_metrics(outcome.metrics)}, step=0)
         self.client.set_tag(self.parent, "tuning.best_trial", str(outcome.best_number))
         self.client.set_tag(self.parent, "tuning.best_params", _text(outcome.best_params))
         paths = study_paths(outcome.folder)

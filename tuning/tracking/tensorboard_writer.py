@@ -79,9 +79,9 @@ class TensorBoardTracker:
             writer.close()
         self.writers.clear()
         if outcome is not None:
-            tests = {f"test_{k}": v for k, v in outcome.metrics.items() if isinstance(v, int | float)
-                     and not isinstance(v, bool)}
-            self._scalars("final", tests, step=0)
+            from tuning.tracking import final_metrics
+
+            self._scalars("final", {"best_value": outcome.best_value, **final_metrics(outcome.metrics)}, step=0)
             if "final" in self.writers:
                 self.writers.pop("final").close()
 
