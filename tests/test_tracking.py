@@ -289,6 +289,33 @@ def test_a_tracker_that_breaks_mid_study_warns_once_and_the_search_goes_on(
         assert len(_accumulator(folder / "tensorboard" / f"trial-{n:04d}").Scalars("val_accuracy")) == 2
 
 
+def test_an_mlflow_store_that_breaks_mid_study_is_one_warning_and_the_search_finishes(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The real MLflow tracker on a real SQLite store whose file is overwritten after the first trial."""
+    from tuning.tracking.mlflow_tracker import MlflowTracker
+
+    folder = tmp_path / "corrupt"
+    db = tmp_path / "mlflow.db"
+    config, space, data = _setup(tiny_space("alexnet"), folder, trials=3, pruner="none")
+    seen: list[Mapping[str, Any]] = []
+
+    def watch(event: Mapping[str, Any]) -> None:
+        seen.append(event)
+        if event["event"] == "trial_start" and event["number"] == 1:
+            with open(db, "r+b") as fh:  # in place: the store's open connections see it too
+                fh.write(b"this is no longer a database" * 4096)
+
+    tracked = Tracked(watch, [("mlflow", MlflowTracker(folder, uri=f"sqlite:///{db}"))])
+    study = _search(tracked, config, space, data, folder)
+    tracked.close(None)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    notes = [e["message"] for e in seen if e["event"] == "note" and "tracking stopped" in e["message"]]
+    assert len(notes) == 1 and notes[0].startswith("Warning: mlflow tracking stopped (")
+    assert "database" in notes[0]  # the store's own error, not one of the tracker's
+    assert sum(e["event"] == "trial_end" for e in seen) == 3
+
+
 def test_an_unreachable_mlflow_server_is_one_warning_and_the_search_finishes(
     fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,6 +334,7 @@ def test_an_unreachable_mlflow_server_is_one_warning_and_the_search_finishes(
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
     notes = [e["message"] for e in seen if e["event"] == "note" and "tracking stopped" in e["message"]]
     assert len(notes) == 1 and notes[0].startswith("Warning: mlflow tracking stopped (")
+    assert f"127.0.0.1:{port}" in notes[0]  # MLflow's own error, naming the server it could not reach
     assert tracked.failed.keys() == {"mlflow"}
 
 
