@@ -42,7 +42,7 @@ def overhead(data_dir: Path, work: Path, rounds: int, epochs: int) -> list[float
     """Wall time of one toolkit trial / one plain fit, per round."""
     space, _ = load_space("alexnet").with_budget("quick")
     space = space.with_search([])  # the same configuration every trial: base values
-    data = TrialData(data_dir, seed=0, test_fraction=space.test_fraction())
+    data = TrialData.for_space(data_dir, space, seed=0)
     params = space.resolve({})
     views = data.split(int(params["image_size"]), str(params["split"]))
     n = len(data.classes)
@@ -75,7 +75,7 @@ def memory(data_dir: Path, work: Path, trials: int, per_process: int) -> dict[st
     """RSS of the training process after each of ``trials`` one-epoch trials: in this process, and in child
     processes replaced every ``per_process`` trials (the CLI's default mode)."""
     space, _ = load_space("alexnet").with_budget("quick")
-    data = TrialData(data_dir, seed=0, test_fraction=space.test_fraction())
+    data = TrialData.for_space(data_dir, space, seed=0)
     out: dict[str, list[float]] = {}
     for mode in ("in-process", "recycled"):
         folder = work / f"memory-{mode}"

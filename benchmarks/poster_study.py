@@ -46,6 +46,7 @@ ENGINES = {  # label -> search options
     "tpe-hyperband": ["--engine", "optuna", "--sampler", "tpe", "--pruner", "hyperband"],
 }
 TOP_UP_ROUNDS = 3
+OBJECTIVE = "val_accuracy"  # every search here runs with the default --objective; best trials follow tuning.trials
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -126,8 +127,10 @@ def epochs_used(ts: list[Any]) -> int:
 
 
 def best_value(ts: list[Any]) -> float:
-    values = [t.value for t in ts if t.state.name == "COMPLETE" and t.value is not None]
-    return max(values) if values else math.nan
+    from tuning.trials import best_trial
+
+    best = best_trial(ts, OBJECTIVE)
+    return best.value if best is not None else math.nan
 
 
 def epochs_to_reach(ts: list[Any], target: float) -> int | None:
@@ -262,10 +265,12 @@ def stage_table(ts: list[Any]) -> dict[str, list[tuple[Any, float, str]]]:
 
 
 def observations(model: str, ts: list[Any], base: dict[str, Any], n_val: dict[str, int]) -> list[str]:
-    complete = [t for t in ts if t.state.name == "COMPLETE" and t.value is not None]
-    if not complete:
+    from tuning.trials import best_trial, completed
+
+    complete = completed(ts)
+    best = best_trial(complete, OBJECTIVE)
+    if best is None:
         return ["no staged trial completed"]
-    best = max(complete, key=lambda t: t.value)
     win = {**base, **best.params}
     lines = []
 
@@ -273,7 +278,7 @@ def observations(model: str, ts: list[Any], base: dict[str, Any], n_val: dict[st
         pool = [t for t in complete if t.user_attrs.get("stage") in (axis, "base") and t.params.get(axis) in values]
         if not pool:
             return None
-        t = max(pool, key=lambda t: t.value)
+        t = best_trial(pool, OBJECTIVE)
         return t.params.get(axis), t.value
 
     lr = float(win["learning_rate"])
@@ -309,6 +314,8 @@ def observations(model: str, ts: list[Any], base: dict[str, Any], n_val: dict[st
 
 def summary(results: dict[str, dict[str, Any]]) -> list[str]:
     """One line per model, computed from the tables below, so a rerun rewrites it with its own numbers."""
+    from tuning.trials import best_trial
+
     lines = []
     for model, r in results.items():
         engines = r["engines"]
@@ -319,8 +326,7 @@ def summary(results: dict[str, dict[str, Any]]) -> list[str]:
             got = engines[engine]["reach"]
             reach.append(f"{engine} reached the staged best in {got} epochs (ratio {got / ref:.2f})" if got and ref
                          else f"{engine} never reached the staged best in its {engines[engine]['epochs']} epochs")
-        complete = [t for t in engines["staged"]["trials"] if t.state.name == "COMPLETE" and t.value is not None]
-        top = max(complete, key=lambda t: t.value)
+        top = best_trial(engines["staged"]["trials"], OBJECTIVE)
         stage = top.user_attrs.get("stage", "base")
         split = str(top.params.get("split", ""))
         n_val = r["val_sizes"].get(split, 0)

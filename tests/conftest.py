@@ -198,7 +198,7 @@ def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTrain:
     fake = FakeTrain()
     monkeypatch.setattr("tuning.engines._common.train_trial", fake)
     # No images behind a fake trainer, so nothing for the pre-trial split check to look at.
-    monkeypatch.setattr("tuning.train.check_trainable", lambda data, space: None)
+    monkeypatch.setattr("tuning.train.check_trainable", lambda data, space, folds=1: None)
     return fake
 
 

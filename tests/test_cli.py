@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -76,3 +78,25 @@ def test_models_show_prints_the_layer_table_and_draws_it(tmp_path: Path) -> None
     assert code == 0, out
     assert "conv5" in out and "Total params" in out
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_progress_and_summary_follow_a_val_loss_objective(
+    fake_train: Any, tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The per-trial line showed val_acc and kept the highest value as best whatever the objective; under
+    --objective val_loss it shows val_loss, the lowest so far, and the summary names the lowest trial."""
+    import re
+
+    folder = tmp_path / "runs" / "loss"
+    code, out = _run("search", "--model", "alexnet", "--data", str(tiny_dataset), "--space",
+                     str(tiny_space("alexnet")), "--budget", "quick", "--trials", "4", "--pruner", "none",
+                     "--precision", "float32", "--objective", "val_loss", "--study", str(folder))
+    assert code == 0, out
+    lines = re.findall(r"trial +(\d+) complete +val_loss ([0-9.]+) best ([0-9.]+)", out)
+    assert len(lines) == 4
+    values = [float(v) for _, v, _ in lines]
+    assert [float(b) for _, _, b in lines] == [min(values[: i + 1]) for i in range(4)]
+    assert len(set(values)) > 1  # the trials differ, so a max would have shown another best
+    lowest = lines[values.index(min(values))][0]
+    assert f"Best trial #{lowest}: validation loss {min(values):.3f}\n" in out
+    assert "Trials: 4 complete\n" in out

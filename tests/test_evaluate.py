@@ -65,7 +65,7 @@ def test_retraining_keeps_the_epoch_best_by_the_studys_objective(
     config = StudyConfig(name="loss", model="alexnet", dataset=str(tiny_dataset), engine="optuna", sampler="tpe",
                          pruner="none", budget="quick", trials=1, epochs=4, seed=0, storage="journal:unused",
                          space=space.to_dict(), objective="val_loss")
-    data = TrialData(tiny_dataset, seed=0, test_fraction=space.test_fraction())
+    data = TrialData.for_space(tiny_dataset, space, seed=0)
     params = space.resolve({})
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # the loss recomputed below must match the logged one closely
@@ -94,6 +94,7 @@ def test_retrain_cli_on_train_plus_val_with_two_seeds(study: Path, tmp_path: Pat
     result = CliRunner().invoke(cli, ["retrain", "--study", str(folder), "--fit-on", "train+val", "--seeds", "2"])
     assert result.exit_code == 0, result.output
     assert "Across 2 seeds: mean" in result.output and "95% Wilson CI" in result.output
+    assert "  Test split disjoint by near-duplicate groups only" in result.output  # no --group-by on this set
     m = _metrics(folder)
     config = read_config(folder)
     best = best_trial(load_study(config), config.objective)
@@ -114,3 +115,66 @@ def test_bad_retrain_options_are_refused(study: Path) -> None:
         retrain_study(study, seeds=0)
     result = CliRunner().invoke(cli, ["retrain", "--study", str(study.parent / "nope")])
     assert result.exit_code == 1 and result.output.startswith("Error: ") and "no study here" in result.output
+
+
+def test_the_trial_to_retrain_follows_the_objective_and_needs_a_complete_one() -> None:
+    """``tuning retrain`` picks by ``tuning.trials.best_trial``: lowest val_loss, never a pruned trial."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name="loss", direction="minimize")
+    for state, value in ((TrialState.COMPLETE, 0.8), (TrialState.COMPLETE, 0.3), (TrialState.COMPLETE, 1.2),
+                         (TrialState.PRUNED, 0.1)):
+        study.add_trial(create_trial(state=state, value=value))
+    assert best_trial(study, "val_loss").number == 1
+    assert best_trial(study, "val_accuracy").number == 2
+    empty = optuna.create_study(study_name="empty")
+    empty.add_trial(create_trial(state=TrialState.FAIL))
+    with pytest.raises(StudyError, match="^study 'empty': no trial completed, so there is nothing to retrain$"):
+        best_trial(empty, "val_accuracy")
+
+
+def test_metrics_and_report_say_whether_the_test_split_is_group_disjoint_and_hold_it_against_the_baseline(
+        study: Path) -> None:
+    from scipy.stats import binomtest
+
+    m = _metrics(study)
+    assert m["group_disjoint"] is True and m["grouped_by"] == "near-duplicates"
+    assert m["groups"]["test"] == m["split_sizes"]["test"]  # no source groups and no near copies: one image each
+    assert set(m["split_drift"]) == set(m["classes"]) and m["split_max_drift"] < 0.1
+    base = m["baseline"]
+    majority = max(v["support"] for v in m["per_class"].values())
+    assert base["accuracy"] == pytest.approx(majority / m["n"])
+    correct = round(m["accuracy"] * m["n"])
+    assert base["p_value"] == pytest.approx(binomtest(correct, m["n"], majority / m["n"], alternative="greater").pvalue)
+    assert base["beats"] == (base["p_value"] < 0.05)
+    html = (study / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Test split disjoint by near-duplicate groups only" in html
+    assert ("Beats the trivial baseline" if base["beats"] else "does not beat the trivial baseline") in html
+
+
+def test_a_grouped_dataset_is_tested_on_unseen_groups_and_the_summary_says_so(
+        tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
+    """Families kept apart (demo --groups, prepare --group-by folder): no family of the test split was trained
+    on, and the search summary states it next to the headline figure."""
+    from tuning.data.demo import make_demo
+
+    data = tmp_path / "families"
+    make_demo(data / "raw", per_class=24, size=32, seed=0, family_size=4)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["data", "prepare", str(data), "--size", "32", "--group-by", "folder"]).exit_code == 0
+    result = runner.invoke(cli, ["search", "--model", "alexnet", "--data", str(data), "--space",
+                                 str(tiny_space("alexnet")), "--budget", "quick", "--trials", "1", "--epochs", "1",
+                                 "--study", str(tmp_path / "runs" / "g"), "--pruner", "none"])
+    assert result.exit_code == 0, result.output
+    m = _metrics(tmp_path / "runs" / "g")
+    assert m["group_disjoint"] is True and m["grouped_by"] == "source"
+    assert sum(m["groups"].values()) == 18  # 6 families per class, each on one side
+    with open(tmp_path / "runs" / "g" / "final" / "predictions.csv", newline="") as fh:
+        tested = {Path(r["file"]).parent.name for r in csv.DictReader(fh)}
+    trained = {Path(p).parent.name for p in (data / "raw").rglob("*.*")} - tested
+    assert tested and trained and not tested & trained
+    headline = result.output.split("Test accuracy", 1)[1].splitlines()
+    assert headline[1].startswith(f"  Group-disjoint test split: its {m['groups']['test']} group(s)")
+    assert "trivial baseline" in headline[2]

@@ -89,3 +89,49 @@ def test_macro_roc_auc_by_hand() -> None:
     stats = pytest.importorskip("scipy.stats")  # Mann-Whitney U / (n_pos n_neg) is the same quantity
     u = stats.mannwhitneyu(probs[y == 0, 0], probs[y != 0, 0]).statistic
     assert per[0] == pytest.approx(u / 8)
+
+
+# ----- the trivial baseline ---------------------------------------------------------------------------------
+import math  # noqa: E402
+
+from tuning.metrics import baseline_test, headline_notes  # noqa: E402
+
+
+def _upper_tail(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+def test_half_right_on_a_balanced_pair_does_not_beat_the_majority_class() -> None:
+    s = summarize(np.array([[25, 25], [25, 25]]), ["a", "b"])
+    base = s["baseline"]
+    assert base["accuracy"] == 0.5 and base["majority_class"] == "a"
+    assert base["p_value"] == pytest.approx(_upper_tail(50, 100, 0.5), rel=1e-9)
+    assert base["p_value"] == pytest.approx(0.5397946, abs=1e-6)
+    assert base["beats"] is False
+    assert any(n.startswith("Warning: the model does not beat the trivial baseline (always 'a', accuracy 0.500; "
+                            "exact one-sided binomial p = 0.54") for n in headline_notes(s))
+
+
+def test_eighty_of_a_hundred_beats_it_and_the_majority_share_is_the_test_splits() -> None:
+    s = summarize(np.array([[40, 10], [10, 40]]), ["a", "b"])
+    assert s["baseline"]["p_value"] == pytest.approx(_upper_tail(80, 100, 0.5), rel=1e-9)
+    assert s["baseline"]["beats"] is True
+    assert headline_notes(s) == [f"Beats the trivial baseline (always 'a', accuracy 0.500; exact one-sided binomial "
+                                 f"p = {_upper_tail(80, 100, 0.5):.3g})."]
+    # 72% right where 70% of the test split is one class: not better than always answering it
+    skewed = baseline_test(72, 100, 0.70)
+    assert skewed["p_value"] == pytest.approx(_upper_tail(72, 100, 0.70), rel=1e-9) and not skewed["beats"]
+    assert baseline_test(0, 0, math.nan)["beats"] is False
+    assert baseline_test(10, 10, 1.0)["p_value"] == 1.0
+
+
+def test_headline_notes_say_whether_the_test_split_is_group_disjoint() -> None:
+    grouped = {"group_disjoint": True, "grouped_by": "source", "groups": {"train": 60, "val": 12, "test": 12},
+               "split_max_drift": 0.021}
+    assert headline_notes(grouped) == [
+        "Group-disjoint test split: its 12 group(s) (source groups merged with near duplicates) are in neither "
+        "training (60 groups) nor validation (12); class shares within 2.1 points of the split asked."]
+    near = headline_notes({**grouped, "grouped_by": "near-duplicates"})
+    assert near[0].startswith("Test split disjoint by near-duplicate groups only") and "--group-by" in near[0]
+    assert headline_notes({**grouped, "group_disjoint": False})[0].startswith("Warning: the test split is NOT")
+    assert headline_notes({}) == []  # an older metrics.json: nothing guessed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tuning.cli import cli
-from tuning.pipeline import SearchOutcome, SearchRequest, run_search
+from tuning.pipeline import SearchOutcome, SearchRequest, resolve_config, run_search
 
 #: Every test here trains tiny real models end to end (make test; left out of make test-fast).
 pytestmark = pytest.mark.slow
@@ -151,7 +152,6 @@ def test_resuming_after_the_images_changed_is_refused(
     import shutil
 
     from tuning.errors import StudyError
-    from tuning.pipeline import resolve_config
     from tuning.study import write_config
 
     data = tmp_path / "data"
@@ -168,10 +168,41 @@ def test_resuming_after_the_images_changed_is_refused(
         run_search(request)
     new = resolve_config(SearchRequest(**{**request.__dict__, "study": str(tmp_path / "fresh")})).dataset_sha256
     assert str(err.value) == (
-        f"{tmp_path / 'runs' / 's'}: the images in {data.as_posix()}/raw changed since the study started (content "
+        f"{tmp_path / 'runs' / 's'}: the images in {data.as_posix()}/raw (or their groups) changed since the study "
+        "started (content "
         f"sha256 {config.dataset_sha256[:12]}, now {new[:12]}); restore them to resume, or pass --study NEW_NAME "
         "to search the new data")
     assert not (tmp_path / "runs" / "s" / "trials").exists()
+
+
+def test_resuming_after_the_groups_changed_or_under_an_older_split_is_refused(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Regrouping moves images between splits, and so does a toolkit whose split rule changed: either way the
+    resumed trials would be scored on other images."""
+    import shutil
+    from dataclasses import replace as replaced
+
+    from tuning.data.prepare import prepare
+    from tuning.errors import StudyError
+    from tuning.study import write_config
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    prepare(data, size=32)
+    request = SearchRequest(model="alexnet", data=data, space=str(tiny_space("alexnet")), budget="quick", trials=1,
+                            study=str(tmp_path / "runs" / "s"), precision="float32")
+    config = resolve_config(request)
+    write_config(tmp_path / "runs" / "s", config)
+    assert resolve_config(request) == config
+    prepare(data, size=32, group_by="regex:(\\d)\\.")  # ten groups a class: the last digit of the number
+    with pytest.raises(StudyError, match=r"raw \(or their groups\) changed since the study started"):
+        resolve_config(request)
+    prepare(data, size=32, group_by="none")
+    assert resolve_config(request) == config  # groups cleared: the digest is the ungrouped one again
+    write_config(tmp_path / "runs" / "s", replaced(config, split_version=1))  # a study from before the change
+    with pytest.raises(StudyError, match=r"split by an earlier version of the toolkit \(split version 1, now 2\)"):
+        resolve_config(request)
 
 
 def test_resolve_config_is_what_the_search_wrote_and_writes_nothing(
@@ -179,7 +210,6 @@ def test_resolve_config_is_what_the_search_wrote_and_writes_nothing(
 ) -> None:
     from dataclasses import replace
 
-    from tuning.pipeline import resolve_config
     from tuning.study import read_config
 
     outcome, request = finished
@@ -294,3 +324,99 @@ def test_mixed_bfloat16_trains_but_ships_and_tests_a_float32_model(
     assert again.config.precision == "mixed_bfloat16"
     with pytest.raises(UnknownNameError, match="float32, mixed_bfloat16, mixed_float16"):
         run_search(SearchRequest(**{**request.__dict__, "precision": "bf16"}), on_event=lambda e: None)
+
+
+def test_optimisers_hold_the_split_fixed_and_split_sets_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The split is the evaluation protocol: an optimiser's trials are all scored on the same validation images
+    (VGG16's space lists split among its searched axes; only the staged engine replays that stage)."""
+    from tuning.errors import SpaceError, StudyError
+    from tuning.space import SearchSpace
+
+    base = {"model": "vgg16", "data": tiny_dataset, "budget": "quick"}
+    settings = {"device": "cpu", "inter_op_threads": 1, "precision": "float32"}
+    space = SearchSpace.from_dict(resolve_config(SearchRequest(**base, study=str(tmp_path / "a")),
+                                                 settings=settings).space)
+    assert "split" not in space.search and {"learning_rate", "dropout"} <= set(space.search)
+    assert space.scored_val_fraction() is None and space.base["split"] == "70/15/15"
+    staged = SearchSpace.from_dict(resolve_config(SearchRequest(**base, engine="staged", study=str(tmp_path / "b")),
+                                                  settings=settings).space)
+    assert "split" in staged.search and staged.scored_val_fraction() == 0.10 and staged.test_fraction() == 0.20
+    custom = SearchSpace.from_dict(resolve_config(SearchRequest(**base, split="75/15/10", study=str(tmp_path / "c")),
+                                                  settings=settings).space)
+    assert custom.base["split"] == "75/15/10" and custom.test_fraction() == 0.10
+    with pytest.raises(StudyError, match=r"^--params split: the split is the evaluation protocol"):
+        resolve_config(SearchRequest(**base, params=("learning_rate", "split"), study=str(tmp_path / "d")),
+                       settings=settings)
+    with pytest.raises(SpaceError, match=r"^--split: '70/30' is not a split"):
+        resolve_config(SearchRequest(**base, split="70/30", study=str(tmp_path / "e")), settings=settings)
+    assert not any((tmp_path / n).exists() for n in "abcde")
+
+
+def test_the_staged_split_stage_scores_every_scheme_on_the_same_images(tiny_dataset: Path) -> None:
+    from tuning.space import load_space
+    from tuning.train import TrialData
+
+    space = load_space("vgg16").with_budget("quick")[0].with_search(["learning_rate", "split"])
+    data = TrialData.for_space(tiny_dataset, space, seed=0)
+    views = {s: data.split(32, s) for s in space.schemes()}
+    assert len(views) == 3
+    vals = {tuple(sorted(v["val"][2])) for v in views.values()}
+    tests = {tuple(sorted(v["test"][2])) for v in views.values()}
+    assert len(vals) == 1 and len(tests) == 1 and len(next(iter(vals))) > 0
+    assert len({len(v["train"][2]) for v in views.values()}) == 3
+
+
+def test_summary_retrain_and_report_name_the_same_lowest_loss_trial(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Under --objective val_loss the best trial is the lowest one. The summary, the retrain and the report
+    each picked their own (the summary and the report's curves with max); now one rule names trial #1, never
+    the highest loss (#2) nor the pruned trial whose last value (0.1) is lower than any complete one."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from tuning.engines.optuna_engine import load_study
+    from tuning.evaluate import best_trial
+    from tuning.pipeline import resolve_config
+    from tuning.space import SearchSpace
+    from tuning.study import write_config
+
+    folder = tmp_path / "runs" / "loss"
+    args = ["--model", "alexnet", "--data", str(tiny_dataset), "--space", str(tiny_space("alexnet")), "--budget",
+            "quick", "--trials", "3", "--seed", "1", "--pruner", "none", "--precision", "float32", "--objective",
+            "val_loss", "--study", str(folder)]
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=3, seed=1, pruner="none", precision="float32", objective="val_loss",
+                            study=str(folder))
+    config = resolve_config(request)
+    write_config(folder, config)  # the state a finished search left: its trials are all in the storage
+    study = load_study(config, SearchSpace.from_dict(config.space))
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                     "dropout": optuna.distributions.FloatDistribution(0.0, 0.5, step=0.1)}
+    history = {"loss": [1.2, 1.0], "accuracy": [0.3, 0.4], "val_loss": [1.1, 0.9], "val_accuracy": [0.3, 0.4]}
+    for state, value, lr, dropout, attrs in [
+        (TrialState.COMPLETE, 0.9, 1e-3, 0.0, {}),
+        (TrialState.COMPLETE, 0.5, 1e-2, 0.1, {}),
+        (TrialState.COMPLETE, 1.4, 1e-4, 0.2, {}),
+        (TrialState.PRUNED, 0.1, 3e-3, 0.3, {}),
+        (TrialState.FAIL, None, 5e-3, 0.4, {"fail_reason": "out of memory: fake"}),
+    ]:
+        study.add_trial(create_trial(state=state, value=value, params={"learning_rate": lr, "dropout": dropout},
+                                     distributions=distributions,
+                                     user_attrs={"history": history, "seconds": 1.0, "epochs": 2, **attrs}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"surplus": True}))  # lost a worker race
+
+    result = CliRunner().invoke(cli, ["search", *args])
+    assert result.exit_code == 0, result.output
+    assert "Trials: 3 complete, 1 pruned, 1 failed\n" in result.output  # the surplus trial is not counted
+    assert "Best trial #1: validation loss 0.500\n" in result.output
+    metrics = json.loads((folder / "final" / "metrics.json").read_text())
+    assert (metrics["params"]["learning_rate"], metrics["params"]["dropout"]) == (1e-2, 0.1)  # #1 retrained
+    assert best_trial(load_study(config), "val_loss").number == 1  # what 'tuning retrain' retrains
+    page = (folder / "report" / "index.html").read_text()
+    assert "Best trial #1: val_loss 0.5." in page and "Best trial #1: curves" in page
+    assert "<td>3 complete, 1 pruned, 1 failed</td>" in page
+    assert "1 surplus trial(s) left out" in page
+    table = page.split("Trials, best first (val_loss):")[1].split("</table>")[0]
+    assert re.findall(r"<tr><td>(\d+)</td><td>(\w+)</td>", table) == [
+        ("1", "complete"), ("0", "complete"), ("2", "complete"), ("3", "pruned"), ("4", "failed")]

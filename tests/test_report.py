@@ -134,3 +134,60 @@ def test_many_numeric_values_are_binned() -> None:
     groups = axis_groups(trials, "learning_rate", staged=False)
     assert len(groups) == 4 and sum(len(ts) for _, ts in groups) == 10
     assert all(" to " in label for label, _ in groups)
+
+
+def test_a_val_loss_study_names_its_lowest_trial_and_counts_like_the_summary(study: Path, tmp_path: Path) -> None:
+    """Every section reads the best trial and the state count from ``tuning.trials``: under val_loss the lowest
+    complete trial (#1), not the highest (#2) nor the pruned one with a lower last value (#3); the surplus
+    trial of a worker race is neither counted nor listed."""
+    from optuna.trial import TrialState, create_trial
+
+    from tuning.report import SECTIONS, best_trial_blocks, load_context
+
+    folder = tmp_path / "loss"
+    shutil.copytree(study, folder)
+    config = read_config(study)
+    template = optuna.load_study(study_name=config.name, storage=_storage(config.storage)).get_trials()[0]
+    config.storage = f"journal:{(folder / 'loss.journal').as_posix()}"
+    config.objective = "val_loss"
+    write_config(folder, config)
+    target = optuna.create_study(study_name=config.name, storage=_storage(config.storage), direction="minimize")
+    for state, value, dropout, attrs in [(TrialState.COMPLETE, 0.9, 0.0, {}), (TrialState.COMPLETE, 0.5, 0.1, {}),
+                                         (TrialState.COMPLETE, 1.4, 0.2, {}), (TrialState.PRUNED, 0.1, 0.3, {}),
+                                         (TrialState.FAIL, None, 0.4, {"fail_reason": "out of memory: fake"})]:
+        target.add_trial(create_trial(state=state, value=value, params={**template.params, "dropout": dropout},
+                                      distributions=template.distributions, user_attrs={**template.user_attrs,
+                                                                                        **attrs}))
+    target.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"surplus": True}))
+
+    ctx = load_context(folder)
+    assert ctx.best.number == 1 and ctx.surplus == 1 and [t.number for t in ctx.complete] == [0, 1, 2]
+    assert best_trial_blocks(ctx)[0].text == "Best trial #1: val_loss 0.5."
+    assert [heading for heading, _ in SECTIONS] == ["Result", "Dataset", "Search", "Search figures", "Test results",
+                                                    "Appendix: final model structure"]
+    page = build_report(folder).read_text()
+    assert "<td>3 complete, 1 pruned, 1 failed</td>" in page and "1 surplus trial(s) left out" in page
+    assert "Best trial #1: curves" in page
+    table = page.split("Trials, best first (val_loss):")[1].split("</table>")[0]
+    assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", table)] == [1, 0, 2, 3, 4]
+
+
+def test_the_dataset_card_classifies_statuses_by_the_manifest_rule(tmp_path: Path) -> None:
+    """``tuning.data.manifest.status_kind`` decides, as for stats and review: a status the manifest does not
+    describe (a bare 'unreadable', 'rejected:why', a typo) is 'other', never silently counted as usable."""
+    from tuning.data.manifest import status_kind
+
+    statuses = ["ok", "duplicate-of:raw/a/1.png", "rejected", "unreadable:truncated", "unreadable", "rejected:blurry",
+                "okay", ""]
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "status"])
+        writer.writerows([(f"raw/a/{i}.png", "a", s) for i, s in enumerate(statuses)])
+    metrics = {"classes": ["a"], "params": {"image_size": 32, "split": "70/15/15"}, "split_sizes": {}}
+    row = dataset_blocks(tmp_path, metrics)[0].rows[0]
+    kinds = [status_kind(s) for s in statuses]
+    assert row[:7] == ["a", 8, *(kinds.count(k) for k in ("duplicate", "rejected", "unreadable", "undescribed", "ok"))]
+    assert row[2:7] == [1, 1, 1, 4, 1]
+    skipped = {r[0]: r[1] for r in dataset_blocks(tmp_path, metrics)[1].rows}
+    assert skipped == {"duplicate": 1, "rejected": 1, "unreadable:truncated": 1, "unreadable": 1,
+                       "rejected:blurry": 1, "okay": 1, "": 1}

@@ -43,6 +43,14 @@ def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Study name (runs/NAME) or folder.")(fn)
 
 
+def group_by_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--group-by", "group_by", default=None, metavar="RULE",
+        help="Source groups a split keeps together: folder (the first sub-folder below each class: a show, a "
+             "person), regex:PATTERN (on the path below the class folder; its first group or the match names "
+             "the group), csv:FILE (columns path,group) or none (clear).")(fn)
+
+
 EXIT_CODES = """\b
 Exit codes:
   0  success
@@ -72,16 +80,24 @@ def data() -> None:
 @click.option("--per-class", type=int, default=300, show_default=True)
 @click.option("--size", type=int, default=128, show_default=True, help="Short side of the images in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--groups", is_flag=True,
+              help="Families of related images (OUT/raw/<Class>/<class>_family_NNN/), like frames of one show; "
+                   "then 'tuning data prepare OUT --group-by folder' keeps each family on one side of a split.")
+@click.option("--family-size", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Images per family with --groups.")
 @handle_errors
-def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
+def data_demo(out: Path, per_class: int, size: int, seed: int, groups: bool, family_size: int) -> None:
     """Generate the built-in three-class demo set (Action, Romance, Anime) under OUT/raw/."""
     from tuning.data.demo import make_demo
 
     start = time.perf_counter()
-    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed)
+    result = make_demo(out / "raw", per_class=per_class, size=size, seed=seed,
+                       family_size=family_size if groups else 0)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     click.echo(f"Wrote {sum(result.counts.values())} images ({counts}) to {result.out} "
                f"in {time.perf_counter() - start:.1f}s")
+    if groups:
+        click.echo(f"In families of {family_size}; group them with: tuning data prepare {out} --group-by folder")
 
 
 @data.command("prepare")
@@ -91,15 +107,26 @@ def data_demo(out: Path, per_class: int, size: int, seed: int) -> None:
 @click.option("--balance", type=click.Choice(["undersample", "weights"]), default="undersample", show_default=True,
               help="undersample: drop images down to the smallest class; weights: keep all, store class weights.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@group_by_option
+@click.option("--split", "preview_split", default="70/15/15", show_default=True, metavar="TRAIN/VAL/TEST",
+              help="Split to preview: groups per side and how far the class shares drift from it.")
 @handle_errors
-def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int) -> None:
+def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, seed: int, group_by: str | None,
+                 preview_split: str) -> None:
     """Write DATASET/manifest.csv and the balanced cache DATASET/cache/<size>px.npz."""
+    from tuning.data.groups import parse_group_by
     from tuning.data.prepare import check_size, prepare
+    from tuning.data.splits import split_shares
 
     check_size(size)  # before TensorFlow's seconds of start-up
+    if group_by is not None:
+        parse_group_by(group_by)
+    split_shares(preview_split)
     runtime.load_tensorflow()
 
-    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance)
+    report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance, group_by=group_by,
+                     preview_split=preview_split)
+    _grouping_lines(report.grouping)
     click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
     for name, n in report.available.items():
         weight = f"  class weight {report.class_weights[name]:.3f}" if balance == "weights" else ""
@@ -111,6 +138,31 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, 
         click.echo(f"    {reason:<48} {n:>6}")
     for path, reason in report.skipped:
         click.echo(f"    {path}: {reason}")
+    if report.split_error:
+        click.echo(f"Warning: split {report.preview_split} cannot be made: {report.split_error}")
+    elif report.split is not None:
+        sp = report.split
+        by = ("source groups merged with near duplicates" if sp["grouped_by"] == "source" else
+              "near-duplicate groups only (no --group-by: one show or person may sit on both sides)")
+        g = sp["groups"]
+        click.echo(f"Split {report.preview_split} preview (seed 0), kept together: {by}")
+        click.echo(f"  groups: train {g['train']}, val {g['val']}, test {g['test']}; largest class-share drift "
+                   f"{100 * sp['split_max_drift']:.1f} points")
+        for name, d in sp["split_drift"].items():
+            click.echo(f"  {name:<16} " + "  ".join(f"{k} {100 * v:+.1f}" for k, v in d.items()))
+
+
+def _grouping_lines(grouping: Any) -> None:
+    """What --group-by did: files and groups, and every file it left ungrouped counted by reason."""
+    if grouping is None:
+        return
+    click.echo(f"Grouped by {grouping.spec}: {grouping.grouped} file(s) in {grouping.groups} group(s)")
+    for reason, n in grouping.reasons().most_common():
+        click.echo(f"  not grouped: {reason:<56} {n:>6}")
+    for path in grouping.unknown[:10]:
+        click.echo(f"    csv names no file of the dataset: {path}")
+    if len(grouping.unknown) > 10:
+        click.echo(f"    ... {len(grouping.unknown) - 10} more")
 
 
 def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
@@ -127,8 +179,9 @@ def _reason_counts(skipped: list[tuple[str, str]]) -> list[tuple[str, int]]:
 @data.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder (copies go to OUT/raw/).")
+@group_by_option
 @handle_errors
-def data_import(source: Path, out: Path) -> None:
+def data_import(source: Path, out: Path, group_by: str | None) -> None:
     """Copy SOURCE/<class>/** (nested folders kept) into OUT/raw/<class>/ and build OUT/manifest.csv."""
     from tuning.data.importer import import_folder
 
@@ -138,7 +191,7 @@ def data_import(source: Path, out: Path) -> None:
         if tty and (i == n or i % 50 == 0):
             click.echo(f"\rCopying {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
 
-    result = import_folder(source, out, progress=progress)
+    result = import_folder(source, out, group_by=group_by, progress=progress)
     click.echo(f"Imported {sum(result.copied.values())} new image(s) into {out / 'raw'} in {result.seconds:.1f}s "
                f"({sum(result.present.values())} already there)")
     for label, n in result.copied.items():
@@ -156,6 +209,7 @@ def data_import(source: Path, out: Path) -> None:
         click.echo(f"  not copied: {rel} (a different file is already at {there}; rename one of them)")
     if result.unreadable:
         click.echo(f"Unreadable images (kept, marked in the manifest): {len(result.unreadable)}")
+    _grouping_lines(result.grouping)
     click.echo(f"Manifest: {out / 'manifest.csv'}")
 
 
@@ -211,9 +265,12 @@ def data_stats(dataset: Path, as_json: bool) -> None:
         click.echo(json.dumps(st.to_dict(), indent=2, ensure_ascii=False))
         return
     click.echo(f"{st.dataset}: {st.files} files, {st.duplicate_groups} duplicate group(s)")
-    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6}")
+    click.echo("Groups: " + ("source groups (--group-by) merged with near duplicates" if st.source_grouped else
+                             "near duplicates only (no --group-by: one show or person may sit on both sides)"))
+    click.echo(f"  {'class':<16} {'files':>6} {'usable':>6} {'groups':>6} {'largest group':>13}")
     for label, c in st.per_class.items():
-        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6}")
+        click.echo(f"  {label:<16} {c['files']:>6} {c['ok']:>6} {c['groups']:>6} "
+                   f"{100 * c['largest_group_share']:>12.1f}%")
     click.echo("Status: " + ", ".join(f"{k} {v}" for k, v in st.per_status.items()))
     if st.sizes:
         (w0, w1, w2), (h0, h1, h2) = st.sizes.width, st.sizes.height
@@ -231,8 +288,8 @@ def data_stats(dataset: Path, as_json: bool) -> None:
 @click.option("--provider", default="openverse", show_default=True, metavar="NAME",
               help="Search API: openverse, wikimedia, or bing (needs --endpoint and BING_SEARCH_KEY).")
 @click.option("--endpoint", default=None, help="API base URL [openverse and wikimedia: the public one].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="Seconds to connect or to wait for data.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds one search or download may take in all, retries and slow servers included.")
 @click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True, help="Parallel downloads.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
               help="Skip images larger than this.")
@@ -307,7 +364,9 @@ def data_review(dataset: Path, out: Path | None, rejects: tuple[Path, ...]) -> N
 # ----- search --------------------------------------------------------------------------------------------
 def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
     """Live lines: one per epoch on a terminal (overwritten), one per finished trial always."""
-    state: dict[str, Any] = {"best": -math.inf, "done": 0, "seconds": 0.0, "params": {}}
+    from tuning.trials import better
+
+    state: dict[str, Any] = {"best": None, "done": 0, "seconds": 0.0, "params": {}, "objective": "val_accuracy"}
     tty = sys.stdout.isatty()
 
     def show(event: Mapping[str, Any]) -> None:
@@ -315,8 +374,15 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
         if kind == "study":
             config = event["config"]
             state["total"] = config.trials
+            state["objective"] = config.objective
             click.echo(f"Study {event['folder']}: {config.model} on {config.dataset}, engine {config.engine}/"
                        f"{config.sampler}, budget {config.budget}, {config.trials} trials x {config.epochs} epochs")
+            split = event["space"].base["split"]
+            if config.cv > 1:
+                click.echo(f"Scored by {config.cv}-fold cross-validation over train+val (the mean of {config.cv} "
+                           f"trainings); the test images of split {split} stay untouched")
+            elif event["space"].scored_val_fraction() is not None:
+                click.echo("Every split scheme is scored on the same validation images (the share all of them have)")
             state["searched"] = event["space"].search
             click.echo(f"Searching: {', '.join(state['searched']) or '(nothing: base values only)'}")
         elif kind == "trial_start":
@@ -331,13 +397,14 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             state["done"] += 1
             state["seconds"] += event["seconds"]
             value = event["value"]
-            if event["status"] == "complete":
-                state["best"] = max(state["best"], value)
+            if event["status"] == "complete" and better(value, state["best"], state["objective"]):
+                state["best"] = value
             eta = state["seconds"] / state["done"] * max(0, state.get("total", 0) - state["done"])
             shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
-            best = f"{state['best']:.3f}" if math.isfinite(state["best"]) else "  -  "  # none complete yet
+            best = f"{state['best']:.3f}" if state["best"] is not None else "  -  "  # none complete yet
+            short = "val_loss" if state["objective"] == "val_loss" else "val_acc"
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
-                       f"val_acc {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
+                       f"{short} {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
         elif kind == "note":  # an engine explains why the study holds fewer or other trials than asked
             click.echo(event["message"])
@@ -351,12 +418,21 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _headline_notes(metrics: Mapping[str, Any]) -> None:
+    """Group-disjointness and the trivial baseline, right under the test-accuracy line."""
+    from tuning.metrics import headline_notes
+
+    for line in headline_notes(metrics):
+        click.echo(f"  {line}")
+
+
 def _summary(outcome: Any) -> None:
     from tuning.pipeline import describe_reduced
+    from tuning.trials import describe_counts
 
     m = outcome.metrics
     low, high = m["accuracy_ci95"]
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    counts = describe_counts(outcome.counts)
     minutes, seconds = divmod(int(outcome.seconds), 60)
     click.echo("")
     click.echo(f"== Study {outcome.folder} ({minutes}m{seconds:02d}s)")
@@ -364,11 +440,13 @@ def _summary(outcome: Any) -> None:
         click.echo(f"Reduced CPU budget '{outcome.config.budget}': {describe_reduced(outcome.reduced)} "
                    f"(the study's own settings: --budget full)")
     click.echo(f"Trials: {counts}")
-    click.echo(f"Best trial #{outcome.best_number}: validation accuracy {outcome.best_value:.3f}")
+    objective = outcome.config.objective.replace("val_", "validation ")
+    click.echo(f"Best trial #{outcome.best_number}: {objective} {outcome.best_value:.3f}")
     for key, value in outcome.best_params.items():
         click.echo(f"  {key:<14} {_short(value)}")
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={m['n']}), "
                f"balanced accuracy {m['balanced_accuracy']:.3f}")
+    _headline_notes(m)
     classes = m["classes"]
     width = max(8, *(len(c) + 1 for c in classes))
     click.echo("Confusion matrix (rows: true, columns: predicted)")
@@ -390,6 +468,9 @@ def _summary(outcome: Any) -> None:
               help="optuna: tpe (auto), gp, cmaes, random, grid; kerastuner: bayesian (auto), random, hyperband.")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none (optuna).")
 @click.option("--objective", default="val_accuracy", show_default=True, help="val_accuracy or val_loss.")
+@click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Score each configuration by K-fold cross-validation over train+val (stratified, groups kept "
+                   "whole): the mean of K trainings; pruning watches fold 1. The test split is untouched.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Train each configuration with this many seeds; the objective is their mean.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes (optuna engine).")
@@ -403,6 +484,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials in the study [budget's].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial [budget's].")
 @click.option("--params", default=None, help="Comma-separated parameters to search [the space's search list].")
+@click.option("--split", default=None, metavar="TRAIN/VAL/TEST",
+              help="The split every trial is scored with, e.g. 80/10/10 [the space's base]; optimisers never "
+                   "search it (only --engine staged replays the study's split stage).")
 @click.option("--study", default=None, help="Study name (runs/NAME) [MODEL-DATA-BUDGET].")
 @click.option("--storage", default=None, help="Optuna storage URL [a journal file in the study folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -415,21 +499,13 @@ def _summary(outcome: Any) -> None:
               help="Also log to MLflow: the study as a parent run, each trial as a child [URI: "
                    "sqlite:///runs/mlflow.db]; repeatable (needs tuning[mlflow]).")
 @handle_errors
-def search(model: str, data_dir: Path, space: str | None, engine: str, sampler: str, pruner: str, objective: str,
-           repeats: int, workers: int, trials_per_process: int, max_failures: int, budget: str, trials: int | None,
-           epochs: int | None, params: str | None, study: str | None, storage: str | None, seed: int,
-           precision: str, tensorboard: bool, track: tuple[str, ...]) -> None:
+def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[str, ...], **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
-    request = SearchRequest(
-        model=model, data=data_dir, space=space, engine=engine, sampler=sampler, pruner=pruner, objective=objective,
-        repeats=repeats, workers=workers, trials_per_process=trials_per_process, max_failures=max_failures,
-        budget=budget,
-        trials=trials, epochs=epochs, study=study, storage=storage, seed=seed, precision=precision,
-        params=tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None,
-        track=(("tensorboard",) if tensorboard else ()) + track,
-    )
+    chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
+    request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
+                            **options)  # other options are named as its fields
     _quiet_libraries()
     try:
         outcome = run_search(request, on_event=_progress_printer())
@@ -507,6 +583,7 @@ def retrain(study: str, fit_on: str, seeds: int) -> None:
     low, high = m["accuracy_ci95"]
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
                f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")
+    _headline_notes(m)
     s = m["seeds"]
     if s["k"] > 1:
         click.echo(f"Across {s['k']} seeds: mean {s['mean']:.3f}, std {s['std']:.3f}, 95% t-interval "

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 
 from tuning import _io
+from tuning.data.splits import summarize_split
 from tuning.errors import StudyError, UnknownNameError
 from tuning.metrics import confusion_matrix, macro_roc_auc, seed_summary, summarize
 from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+from tuning.trials import best_trial as _best_trial
 
 #: What the final model may be fitted on; the test split is never among them.
 FIT_ON = ("train", "train+val")
@@ -82,11 +84,12 @@ def best_epoch_count(history: Mapping[str, list[float]], objective: str) -> int:
 
 
 def best_trial(study: Any, objective: str) -> Any:
-    """The complete trial with the best objective; an error when none completed."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
-    if not complete:
+    """The trial to retrain: ``tuning.trials.best_trial`` (the summary and the report name the same one), or an
+    error when none completed."""
+    best = _best_trial(study, objective)
+    if best is None:
         raise StudyError(f"study '{study.study_name}': no trial completed, so there is nothing to retrain")
-    return (min if objective == "val_loss" else max)(complete, key=lambda t: t.value)
+    return best
 
 
 def retrain_and_test(
@@ -145,6 +148,10 @@ def retrain_and_test(
             "seconds": result.seconds,
             "seed": config.seed,
         }
+        arrays = data.arrays(int(params["image_size"]))  # group-disjointness and class-share drift of this split
+        metrics |= summarize_split(arrays.y, arrays.groups, str(params["split"]), seed=data.seed,
+                                   test_fraction=data.test_fraction, classes=data.classes,
+                                   scored_val=data.scored_val, source_groups=arrays.source_groups)
         save_model(shipped, final / "model.keras")
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
@@ -169,7 +176,7 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
         if epochs == 0:
             raise StudyError(f"{folder}: best trial #{best.number} recorded no validation history, so the epoch "
                              "count for --fit-on train+val is unknown; use --fit-on train")
-    data = TrialData(Path(config.dataset), seed=config.seed, test_fraction=space.test_fraction())
+    data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
     with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
         return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on,
                                 seeds=seeds, epochs=epochs, hooks=hooks)

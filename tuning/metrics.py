@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+
+#: A model "beats" the trivial baseline when the one-sided test rejects "no better than it" at this level.
+BASELINE_ALPHA = 0.05
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -40,6 +45,7 @@ def summarize(cm: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str,
         if support:
             recalls.append(recall)
     low, high = wilson_interval(correct, n)
+    majority = int(np.argmax(cm.sum(axis=1))) if n else 0
     return {
         "n": n,
         "accuracy": correct / n if n else math.nan,
@@ -47,7 +53,67 @@ def summarize(cm: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str,
         "balanced_accuracy": float(np.mean(recalls)) if recalls else math.nan,
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
+        "baseline": baseline_test(correct, n, int(cm[majority].sum()) / n if n else math.nan,
+                                  majority_class=str(classes[majority]) if len(classes) else "",
+                                  n_classes=len(classes)),
     }
+
+
+def baseline_test(correct: int, n: int, majority_share: float, *, majority_class: str = "",
+                  n_classes: int = 0) -> dict[str, Any]:
+    """Is ``correct`` out of ``n`` better than always answering the test split's majority class?
+
+    Exact one-sided binomial test of "the model is right with probability ``majority_share`` at most"
+    (``scipy.stats.binomtest``, alternative ``greater``): P(X >= correct) for X ~ Binomial(n, majority share).
+    A 0.72 on a test split that is 70% one class is not a result, and the headline says so. Balanced
+    accuracy's trivial baseline is chance, 1 / classes (``balanced_chance``).
+    """
+    from scipy.stats import binomtest
+
+    if n == 0 or math.isnan(majority_share):
+        p_value = math.nan
+    elif majority_share >= 1.0:
+        p_value = 1.0  # one class only: nothing can beat always answering it
+    else:
+        p_value = float(binomtest(int(correct), int(n), float(majority_share), alternative="greater").pvalue)
+    return {"accuracy": majority_share, "majority_class": majority_class, "correct": int(correct), "n": int(n),
+            "p_value": p_value, "beats": bool(p_value < BASELINE_ALPHA),
+            "balanced_chance": 1.0 / n_classes if n_classes else math.nan, "test": "exact one-sided binomial"}
+
+
+def headline_notes(metrics: Mapping[str, Any]) -> list[str]:
+    """The sentences that go right under the test-accuracy headline in the summary and the report.
+
+    Whether the test split is group-disjoint, by what groups, and how far its class shares drifted; and the
+    headline held against the trivial baseline, with a plain warning when the model does not beat it. Older
+    metrics files without these fields get no sentence rather than a guess.
+    """
+    notes: list[str] = []
+    if "group_disjoint" in metrics:
+        groups = metrics.get("groups") or {}
+        drift = metrics.get("split_max_drift")
+        drifted = f"; class shares within {100 * drift:.1f} points of the split asked" if drift is not None else ""
+        if not metrics["group_disjoint"]:
+            notes.append("Warning: the test split is NOT group-disjoint: some group has images on two sides, so "
+                         "this figure is optimistic.")
+        elif metrics.get("grouped_by") == "source":
+            notes.append(f"Group-disjoint test split: its {groups.get('test', '?')} group(s) (source groups merged "
+                         f"with near duplicates) are in neither training ({groups.get('train', '?')} groups) nor "
+                         f"validation ({groups.get('val', '?')}){drifted}.")
+        else:
+            notes.append("Test split disjoint by near-duplicate groups only: no source groups were given, so images "
+                         "of one show, person or session may sit on both sides and this figure may be optimistic "
+                         "(set them with 'tuning data prepare DATASET --group-by folder|regex:...|csv:...').")
+    base = metrics.get("baseline")
+    if base and not math.isnan(float(base.get("p_value", math.nan))):
+        shown = (f"always '{base.get('majority_class')}', accuracy {float(base['accuracy']):.3f}; exact one-sided "
+                 f"binomial p = {float(base['p_value']):.3g}")
+        if base.get("beats"):
+            notes.append(f"Beats the trivial baseline ({shown}).")
+        else:
+            notes.append(f"Warning: the model does not beat the trivial baseline ({shown} >= {BASELINE_ALPHA}): "
+                         "this test accuracy is no evidence that it learned anything.")
+    return notes
 
 
 def mcnemar(b: int, c: int, *, mid_p: bool = False) -> float:

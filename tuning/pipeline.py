@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning.data.splits import SPLIT_VERSION
 from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
 from tuning.space import SearchSpace, load_space
@@ -41,6 +42,7 @@ class SearchRequest:
     pruner: str = "median"
     objective: str = "val_accuracy"
     repeats: int = 1
+    cv: int = 1
     workers: int = 1
     max_failures: int = 0
     trials_per_process: int = 0
@@ -48,6 +50,7 @@ class SearchRequest:
     trials: int | None = None
     epochs: int | None = None
     params: tuple[str, ...] | None = None
+    split: str | None = None
     study: str | None = None
     storage: str | None = None
     seed: int = 0
@@ -64,7 +67,7 @@ class SearchOutcome:
     best_params: dict[str, Any]
     best_value: float
     best_number: int
-    counts: dict[str, int]
+    counts: dict[str, int]  # tuning.trials.state_counts: every state, surplus trials left out
     metrics: dict[str, Any]
     report: Path
     model: Path
@@ -99,6 +102,14 @@ def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int
         space = space.with_search(request.params)
     elif request.engine == "staged":
         space = space.with_search([p for p in space.staged_order if p not in chosen.fixed])
+    if request.split is not None:
+        space = space.with_split(request.split)
+    if request.engine != "staged" and "split" in space.search:
+        if request.params is not None and "split" in request.params:
+            raise StudyError("--params split: the split is the evaluation protocol, not a hyperparameter (trials "
+                             "scored on different validation images cannot be ranked); fix it with --split SCHEME, "
+                             "or replay the study's split stage with --engine staged")
+        space = space.with_search([p for p in space.search if p != "split"])  # optimisers hold the split fixed
     epochs = request.epochs or chosen.epochs
     space = space.with_base({"epochs": epochs})
     if request.engine == "staged":  # --trials stops the plan early (a rerun with more continues it)
@@ -131,7 +142,7 @@ def _check_request(request: SearchRequest) -> None:
     if request.workers > 1 and request.engine != "optuna":
         raise StudyError(f"--workers applies to the optuna engine; {request.engine} runs one trial at a time here "
                          "(Keras Tuner scales out with its own chief/worker mode, see the README)")
-    for name in ("repeats", "workers"):
+    for name in ("repeats", "workers", "cv"):
         if getattr(request, name) < 1:
             raise StudyError(f"--{name} must be >= 1, got {getattr(request, name)}")
     if request.trials_per_process < 0:
@@ -139,17 +150,23 @@ def _check_request(request: SearchRequest) -> None:
 
 
 def dataset_digest(dataset: Path) -> str:
-    """sha256 over every raw image's path, class and bytes: the dataset's content, which its path alone is not
-    (the manifest keeps the hash it first saw, so a file changed in place under the same name shows only here)."""
+    """sha256 over every raw image's path, class, bytes and source group: the dataset's content, which its path
+    alone is not (the manifest keeps the hash it first saw, so a file changed in place under the same name shows
+    only here; a changed ``--group-by`` moves images between splits)."""
     from tuning.data.images import image_files
-    from tuning.data.manifest import class_dirs
+    from tuning.data.manifest import class_dirs, read_manifest
 
     dataset = Path(dataset)
+    groups = ({row["path"]: row["source_group"] for row in read_manifest(dataset)}
+              if (dataset / "manifest.csv").exists() else {})
     digest = hashlib.sha256()
     for class_dir in class_dirs(dataset):
         for path in image_files(class_dir):
-            digest.update(f"{path.relative_to(dataset).as_posix()}\0{class_dir.name}\0".encode())
+            rel = path.relative_to(dataset).as_posix()
+            digest.update(f"{rel}\0{class_dir.name}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
+            if groups.get(rel):  # ungrouped datasets keep the digest they always had
+                digest.update(f"group\0{groups[rel]}\0".encode())
     return digest.hexdigest()
 
 
@@ -186,7 +203,8 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
         pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
         epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
-        objective=request.objective, repeats=request.repeats, max_failures=request.max_failures,
+        objective=request.objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
+        split_version=SPLIT_VERSION,
         dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
     if old is not None:
@@ -220,8 +238,8 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     config, space, folder, budget = _resolve(request, None)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
-    data = TrialData(request.data, seed=request.seed, test_fraction=space.test_fraction())
-    check_trainable(data, space)  # a split without some class in train/val/test: refused before the folder
+    data = TrialData.for_space(request.data, space, seed=request.seed)
+    check_trainable(data, space, folds=config.cv)  # a class missing from a split or fold: refused before the folder
     write_config(folder, config)
     with runtime.applied(config.runtime), tracking(on_event, tracks, folder) as tracked:
         return finish(tracked, _execute(request, config, space, folder, budget, data, on_event=tracked, start=start))
@@ -232,12 +250,13 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
 
     from tuning.engines import run_engine
-    from tuning.engines._common import counts, wait_for_others
+    from tuning.engines._common import wait_for_others
     from tuning.engines.optuna_engine import load_study
     from tuning.engines.processes import run_workers
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
+    from tuning.trials import best_trial, state_counts
 
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
@@ -252,17 +271,16 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
         if is_worker():
             return None
     wait_for_others(study)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
+    best = best_trial(study, config.objective)
+    if best is None:
         raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
-    best = (min if config.objective == "val_loss" else max)(complete, key=lambda t: t.value)
     best_params = space.resolve(best.params)
     on_event({"event": "retrain", "params": best_params})
     metrics = retrain_and_test(config, space, data, best_params, folder)
     report = build_report(folder)
     model = export_study(folder).model
-    return SearchOutcome(folder, config, best_params, best.value, best.number, counts(study), metrics, report, model,
-                         time.perf_counter() - start, reduced=_reduced(space, budget))
+    return SearchOutcome(folder, config, best_params, best.value, best.number, state_counts(study), metrics, report,
+                         model, time.perf_counter() - start, reduced=_reduced(space, budget))
 
 
 def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
@@ -279,12 +297,17 @@ def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
 #: Settings that make two runs' trials comparable, with the option that sets each.
 RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "sampler": "--sampler",
                "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
-               "repeats": "--repeats", "storage": "--storage", "precision": "--precision", "space": "--space"}
+               "repeats": "--repeats", "cv": "--cv", "storage": "--storage", "precision": "--precision",
+               "space": "--space"}
 
 
 def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
     """A second run of a study must ask for the same thing, or its trials would not be comparable (a maximised
     study receiving val_loss values, a TPE study continued by random draws, images changed in place)."""
+    if old.split_version != config.split_version:
+        raise StudyError(f"{folder} holds a study whose images were split by an earlier version of the toolkit "
+                         f"(split version {old.split_version}, now {config.split_version}), so resumed trials would "
+                         "be scored on other images; pass --study NEW_NAME for a new study")
     for key, option in RESUME_KEYS.items():
         was, now = getattr(old, key), getattr(config, key)
         if was == now:
@@ -297,7 +320,8 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
         raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
                          "or pass --study NEW_NAME for a new study")
     if old.dataset_sha256 and old.dataset_sha256 != config.dataset_sha256:
-        raise StudyError(f"{folder}: the images in {config.dataset}/raw changed since the study started (content "
+        raise StudyError(f"{folder}: the images in {config.dataset}/raw (or their groups) changed since the study "
+                         "started (content "
                          f"sha256 {old.dataset_sha256[:12]}, now {config.dataset_sha256[:12]}); restore them to "
                          "resume, or pass --study NEW_NAME to search the new data")
 

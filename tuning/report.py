@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from tuning import _io
+from tuning import trials as trials_rule
 from tuning.errors import StudyError
-from tuning.study import read_config, study_paths
+from tuning.study import StudyConfig, read_config, study_paths
 
 
 def _pyplot() -> Any:
@@ -78,7 +79,7 @@ def plot_history(values: list[tuple[int, float]], path: Path, *, objective_name:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     numbers = [n for n, _ in values]
     objective = [v for _, v in values]
-    pick = min if objective_name == "val_loss" else max
+    pick = min if trials_rule.direction(objective_name) == "minimize" else max
     best = [pick(objective[: i + 1]) for i in range(len(objective))]
     ax.plot(numbers, objective, "o", label="trial")
     ax.step(numbers, best, where="post", label="best so far")
@@ -272,21 +273,19 @@ def _figure(make: Callable[[], Path], caption: str, what: str) -> Block:
 
 def dataset_blocks(dataset: Path, metrics: dict[str, Any]) -> list[Block]:
     """Class counts through dedup and review (manifest statuses), skipped files and why, the split sizes."""
+    from tuning.data.manifest import status_kind
+
     blocks: list[Block] = []
     manifest = Path(dataset) / "manifest.csv"
     if manifest.exists():
         with open(manifest, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         classes = sorted({r.get("label", "") for r in rows})
-        kinds = ("duplicate", "rejected", "unreadable")
-
-        def kind(status: str) -> str:
-            return "ok" if status == "ok" else next((k for k in kinds if status.startswith(k)), "other")
-
+        columns = ("duplicate", "rejected", "unreadable", "undescribed", "ok")  # "undescribed" is shown as other
         table = []
         for c in classes:
-            mine = [kind(r.get("status", "")) for r in rows if r.get("label") == c]
-            table.append([c, len(mine), *(mine.count(k) for k in kinds), mine.count("other"), mine.count("ok")])
+            mine: list[str] = [status_kind(r.get("status", "")) for r in rows if r.get("label") == c]
+            table.append([c, len(mine), *(mine.count(k) for k in columns)])
         kept = _kept_counts(Path(dataset), int(metrics["params"]["image_size"]))
         for row in table:
             row.append(kept.get(str(row[0]), "-"))
@@ -295,8 +294,9 @@ def dataset_blocks(dataset: Path, metrics: dict[str, Any]) -> list[Block]:
         reasons: dict[str, list[str]] = {}
         for r in rows:
             status = r.get("status", "")
-            if status != "ok":
-                reason = "duplicate" if status.startswith("duplicate-of:") else status
+            kind = status_kind(status)
+            if kind != "ok":
+                reason = "duplicate" if kind == "duplicate" else status
                 reasons.setdefault(reason, []).append(r.get("path", ""))
         if reasons:
             blocks.append(Block("table", header=["skipped because", "images", "examples"],
@@ -350,141 +350,84 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def build_report(folder: Path) -> Path:
-    """Write ``report/index.html`` (self-contained), ``report/report.md`` and the figures as PNG files.
+@dataclass(frozen=True)
+class ReportContext:
+    """Everything a section reads, loaded once: the study folder, its config, final metrics and trials.
 
-    Built from the study folder and its storage alone, so it can be rebuilt at any time; every figure that
-    cannot be drawn is replaced by a sentence saying why.
+    ``trials`` leaves out the surplus trials of a worker race (they trained nothing); ``complete`` and ``best``
+    come from ``tuning.trials``, the rule the search summary and ``tuning retrain`` use as well.
     """
+
+    folder: Path
+    out: Path
+    config: StudyConfig
+    metrics: dict[str, Any]
+    study: Any
+    trials: list[Any]
+    surplus: int
+
+    @property
+    def complete(self) -> list[Any]:
+        return trials_rule.completed(self.trials)
+
+    @property
+    def best(self) -> Any | None:
+        return trials_rule.best_trial(self.trials, self.config.objective)
+
+    @property
+    def names(self) -> list[str]:
+        """Every parameter some trial set."""
+        return sorted({k for t in self.trials for k in t.params})
+
+    @property
+    def varied(self) -> list[str]:
+        """The parameters that took more than one value across the trials."""
+        return [n for n in self.names if len({repr(t.params.get(n)) for t in self.trials if n in t.params}) > 1]
+
+
+def load_context(folder: Path) -> ReportContext:
+    """The study as the report sees it; an error when the search has not finished (no final metrics)."""
     from tuning.engines.optuna_engine import load_study
 
     folder = Path(folder)
     config = read_config(folder)
     paths = study_paths(folder)
-    out = paths["report"]
     metrics_path = paths["final"] / "metrics.json"
     if not metrics_path.exists():
         raise StudyError(f"{folder}: no final/metrics.json yet; the search must finish before its report")
     metrics = _io.read_json(metrics_path)
     study = load_study(config)
-    trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
-    minimise = config.objective == "val_loss"
-    best = (min if minimise else max)(complete, key=lambda t: t.value) if complete else None
-    sections: list[tuple[str, list[Block]]] = []
-
-    low, high = metrics["accuracy_ci95"]
-    summary = (f"Test accuracy {metrics['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={metrics['n']}), "
-               f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
-    if metrics.get("roc_auc_macro") is not None:
-        summary += f", macro one-vs-rest ROC-AUC {_fmt(float(metrics['roc_auc_macro']))}"
-    sections.append(("Result", [Block("p", summary + ".")] + _seed_blocks(metrics)))
-    sections.append(("Dataset", dataset_blocks(Path(config.dataset), metrics)))
-
-    names = sorted({k for t in trials for k in t.params})
-    finite = [t for t in trials if t.value is not None and not math.isnan(t.value)]
-    ordered = sorted(finite, key=lambda t: t.value, reverse=not minimise) + [t for t in trials if t not in finite]
-    rows = [[t.number, t.state.name.lower(), t.value if t.value is not None else math.nan,
-             t.user_attrs.get("stage", ""), t.user_attrs.get("epochs", ""), _duration(t.user_attrs.get("seconds", 0)),
-             *(_label(t.params[n]) if n in t.params else "" for n in names), t.user_attrs.get("fail_reason", "")]
-            for t in ordered]
-    compute = sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials)
-    search = [
-        Block("table", header=["engine", "sampler", "pruner", "budget", "objective", "epochs/trial", "trials",
-                               "wall time", "training time"],
-              rows=[[config.engine, config.sampler, config.pruner, config.budget, config.objective, config.epochs,
-                     ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none",
-                     _duration(_wall_seconds(trials)), _duration(compute)]]),
-        Block("p", f"Best trial #{best.number}: {config.objective} {best.value:.4g}." if best else
-              "No trial completed."),
-        Block("table", header=["parameter", "value (retrained for the test)"],
-              rows=[[k, _label(v)] for k, v in metrics["params"].items()]),
-        Block("p", f"Trials, best first ({config.objective}):"),
-        Block("table", header=["trial", "state", config.objective, "stage", "epochs", "time", *names, "reason"],
-              rows=rows),
-    ]
-    sections.append(("Search", search))
-
-    figures: list[Block] = []
-    staged = config.engine == "staged"
-    varied = [n for n in names if len({repr(t.params.get(n)) for t in trials if n in t.params}) > 1]
-    for axis in varied:
-        groups = axis_groups(trials, axis, staged=staged)
-        if groups:
-            figures.append(_figure(partial(plot_axis_curves, axis, groups, out / f"curves_{axis}.png"),
-                                   f"Training vs validation curves per {axis}", f"The curves per {axis}"))
-    if not varied:
-        figures.append(Block("note", "No parameter varied across trials, so there are no per-parameter curves."))
-    if best is not None and best.user_attrs.get("history"):
-        figures.append(_figure(lambda: plot_curves(best.user_attrs["history"], f"Best trial #{best.number}",
-                                                   out / "best_trial_curves.png"),
-                               f"Best trial #{best.number}: curves", "The best trial's curves"))
-    figures.append(_figure(lambda: plot_curves(metrics["history"], f"Final model (fitted on "
-                                               f"{metrics.get('fit_on', 'train')})", out / "final_curves.png"),
-                           "Final model: training curves", "The final model's curves"))
-    if len(complete) >= 2:
-        figures.append(_figure(lambda: plot_history([(t.number, t.value) for t in complete], out / "history.png",
-                                                    objective_name=config.objective),
-                               "Optimisation history", "The optimisation history"))
-    else:
-        figures.append(Block("note", f"Optimisation history needs at least two complete trials; this study has "
-                                     f"{len(complete)}."))
-    if len(complete) >= 3 and varied:
-        try:
-            importances, method = _importances(study)
-            figures.append(_figure(lambda: plot_importances(importances, out / "importances.png"),
-                                   f"Parameter importances ({method}, optuna.importance; {len(complete)} trials: "
-                                   "indicative only with few trials)", "The parameter importances"))
-        except Exception as exc:  # noqa: BLE001 - optuna.importance raises many kinds; the report notes the failure and goes on
-            figures.append(Block("note", f"Parameter importances could not be computed: {type(exc).__name__}: "
-                                         f"{str(exc).splitlines()[0][:160]}"))
-    else:
-        figures.append(Block("note", f"Parameter importances need at least 3 complete trials over a varied "
-                                     f"parameter; this study has {len(complete)} complete trial(s), too few to say "
-                                     "which parameter mattered."))
-    if len(complete) >= 2 and varied:
-        figures.append(_figure(lambda: plot_parallel(complete, varied, config.objective, out / "parallel.png"),
-                               "Parallel coordinates of the complete trials", "The parallel-coordinates plot"))
-    else:
-        figures.append(Block("note", "Parallel coordinates need at least two complete trials over a varied "
-                                     "parameter."))
-    sections.append(("Search figures", figures))
-
-    tests: list[Block] = [
-        Block("table", header=["class", "precision", "recall", "F1", "ROC-AUC (one-vs-rest)", "support"],
-              rows=[[c, v["precision"], v["recall"], v["f1"],
-                     _nan((metrics.get("roc_auc_per_class") or {}).get(c)), v["support"]]
-                    for c, v in metrics["per_class"].items()]),
-        _figure(lambda: plot_confusion(metrics["confusion_matrix"], metrics["classes"], out / "confusion.png"),
-                "Confusion matrix on the test split", "The confusion matrix"),
-        _test_grid(folder, Path(config.dataset), out),
-    ]
-    sections.append(("Test results", tests))
-
-    if (paths["final"] / "architecture.json").exists():
-        layers = _io.read_json(paths["final"] / "architecture.json")
-        appendix = _figure(lambda: plot_architecture(layers, f"{config.model} (final model)",
-                                                     out / "architecture.png"),
-                           "Structure of the final model", "The model structure")
-    else:
-        appendix = Block("note", "The final model's structure was not recorded (final/architecture.json).")
-    sections.append(("Appendix: final model structure", [appendix]))
-
-    title = f"Study {config.name}: {config.model}"
-    _io.write_text(out / "report.md", _markdown(title, sections, out))
-    _io.write_text(out / "index.html", _html(title, sections))
-    return out / "index.html"
+    every = study.get_trials(deepcopy=False)
+    real = trials_rule.real_trials(every)
+    return ReportContext(folder=folder, out=paths["report"], config=config, metrics=metrics, study=study,
+                         trials=real, surplus=len(every) - len(real))
 
 
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)
+#: A section's piece: what it reads from the study, the blocks it shows.
+Part = Callable[[ReportContext], list[Block]]
 
 
-def _seed_blocks(metrics: dict[str, Any]) -> list[Block]:
-    seeds = metrics.get("seeds") or {}
+def headline_blocks(ctx: ReportContext) -> list[Block]:
+    """The test result in one sentence, with its confidence interval."""
+    m = ctx.metrics
+    low, high = m["accuracy_ci95"]
+    summary = (f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), "
+               f"balanced accuracy {m['balanced_accuracy']:.3f}")
+    if m.get("roc_auc_macro") is not None:
+        summary += f", macro one-vs-rest ROC-AUC {_fmt(float(m['roc_auc_macro']))}"
+    return [Block("p", summary + ".")]
+
+
+def headline_notes_blocks(ctx: ReportContext) -> list[Block]:
+    """Next to the headline: whether the test split is group-disjoint, and the trivial baseline held against it."""
+    from tuning.metrics import headline_notes
+
+    return [Block("note" if line.startswith("Warning") else "p", line) for line in headline_notes(ctx.metrics)]
+
+
+def seed_blocks(ctx: ReportContext) -> list[Block]:
+    """How much the test accuracy owes to the seed, or a note that one seed cannot say."""
+    seeds = ctx.metrics.get("seeds") or {}
     if seeds.get("k", 1) < 2:
         return [Block("note", "Retrained with one seed, so the spread across seeds is unknown "
                               "('tuning retrain --seeds K' measures it).")]
@@ -492,6 +435,166 @@ def _seed_blocks(metrics: dict[str, Any]) -> list[Block]:
     return [Block("table", header=["seeds", "mean accuracy", "std", "95% t-interval", "per seed"],
                   rows=[[seeds["k"], seeds["mean"], seeds["std"], f"{lo:.3f}-{hi:.3f}",
                          ", ".join(f"{a:.3f}" for a in seeds["accuracies"])]])]
+
+
+def dataset_section(ctx: ReportContext) -> list[Block]:
+    return dataset_blocks(Path(ctx.config.dataset), ctx.metrics)
+
+
+def search_settings_blocks(ctx: ReportContext) -> list[Block]:
+    """How the search ran: engine, budget, trials per state, time spent."""
+    config = ctx.config
+    compute = sum(float(t.user_attrs.get("seconds", 0.0)) for t in ctx.trials)
+    blocks = [Block("table", header=["engine", "sampler", "pruner", "budget", "objective", "epochs/trial", "trials",
+                                     "wall time", "training time"],
+                    rows=[[config.engine, config.sampler, config.pruner, config.budget, config.objective,
+                           config.epochs, trials_rule.describe_counts(trials_rule.state_counts(ctx.trials)),
+                           _duration(_wall_seconds(ctx.trials)), _duration(compute)]])]
+    if ctx.surplus:
+        blocks.append(Block("note", f"{ctx.surplus} surplus trial(s) left out: started by a worker after the study "
+                                    "already had its trials, they trained nothing."))
+    return blocks
+
+
+def best_trial_blocks(ctx: ReportContext) -> list[Block]:
+    """The best trial by the study's objective and the parameters retrained for the test."""
+    best = ctx.best
+    return [
+        Block("p", f"Best trial #{best.number}: {ctx.config.objective} {best.value:.4g}." if best else
+              "No trial completed."),
+        Block("table", header=["parameter", "value (retrained for the test)"],
+              rows=[[k, _label(v)] for k, v in ctx.metrics["params"].items()]),
+    ]
+
+
+def trials_table_blocks(ctx: ReportContext) -> list[Block]:
+    """Every trial, best first by the objective, then those without a value."""
+    objective, names = ctx.config.objective, ctx.names
+    rows = [[t.number, trials_rule.state_name(t), t.value if t.value is not None else math.nan,
+             t.user_attrs.get("stage", ""), t.user_attrs.get("epochs", ""), _duration(t.user_attrs.get("seconds", 0)),
+             *(_label(t.params[n]) if n in t.params else "" for n in names), t.user_attrs.get("fail_reason", "")]
+            for t in trials_rule.best_first(ctx.trials, objective)]
+    return [Block("p", f"Trials, best first ({objective}):"),
+            Block("table", header=["trial", "state", objective, "stage", "epochs", "time", *names, "reason"],
+                  rows=rows)]
+
+
+def axis_blocks(ctx: ReportContext) -> list[Block]:
+    """Training vs validation curves per value of each parameter that varied."""
+    varied = ctx.varied
+    if not varied:
+        return [Block("note", "No parameter varied across trials, so there are no per-parameter curves.")]
+    figures = []
+    for axis in varied:
+        groups = axis_groups(ctx.trials, axis, staged=ctx.config.engine == "staged")
+        if groups:
+            figures.append(_figure(partial(plot_axis_curves, axis, groups, ctx.out / f"curves_{axis}.png"),
+                                   f"Training vs validation curves per {axis}", f"The curves per {axis}"))
+    return figures
+
+
+def best_curves_blocks(ctx: ReportContext) -> list[Block]:
+    best = ctx.best
+    if best is None or not best.user_attrs.get("history"):
+        return []
+    return [_figure(partial(plot_curves, best.user_attrs["history"], f"Best trial #{best.number}",
+                            ctx.out / "best_trial_curves.png"),
+                    f"Best trial #{best.number}: curves", "The best trial's curves")]
+
+
+def final_curves_blocks(ctx: ReportContext) -> list[Block]:
+    fit_on = ctx.metrics.get("fit_on", "train")
+    return [_figure(partial(plot_curves, ctx.metrics["history"], f"Final model (fitted on {fit_on})",
+                            ctx.out / "final_curves.png"),
+                    "Final model: training curves", "The final model's curves")]
+
+
+def history_blocks(ctx: ReportContext) -> list[Block]:
+    complete = ctx.complete
+    if len(complete) < 2:
+        return [Block("note", f"Optimisation history needs at least two complete trials; this study has "
+                              f"{len(complete)}.")]
+    return [_figure(partial(plot_history, [(t.number, t.value) for t in complete], ctx.out / "history.png",
+                            objective_name=ctx.config.objective),
+                    "Optimisation history", "The optimisation history")]
+
+
+def importance_blocks(ctx: ReportContext) -> list[Block]:
+    complete = ctx.complete
+    if len(complete) < 3 or not ctx.varied:
+        return [Block("note", f"Parameter importances need at least 3 complete trials over a varied "
+                              f"parameter; this study has {len(complete)} complete trial(s), too few to say "
+                              "which parameter mattered.")]
+    try:
+        importances, method = _importances(ctx.study)
+    except Exception as exc:  # noqa: BLE001 - optuna.importance raises many kinds; the report notes the failure and goes on
+        return [Block("note", f"Parameter importances could not be computed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160]}")]
+    return [_figure(partial(plot_importances, importances, ctx.out / "importances.png"),
+                    f"Parameter importances ({method}, optuna.importance; {len(complete)} trials: "
+                    "indicative only with few trials)", "The parameter importances")]
+
+
+def parallel_blocks(ctx: ReportContext) -> list[Block]:
+    complete, varied = ctx.complete, ctx.varied
+    if len(complete) < 2 or not varied:
+        return [Block("note", "Parallel coordinates need at least two complete trials over a varied parameter.")]
+    return [_figure(partial(plot_parallel, complete, varied, ctx.config.objective, ctx.out / "parallel.png"),
+                    "Parallel coordinates of the complete trials", "The parallel-coordinates plot")]
+
+
+def test_blocks(ctx: ReportContext) -> list[Block]:
+    """Per-class metrics, the confusion matrix and a grid of right and wrong test images."""
+    m = ctx.metrics
+    return [
+        Block("table", header=["class", "precision", "recall", "F1", "ROC-AUC (one-vs-rest)", "support"],
+              rows=[[c, v["precision"], v["recall"], v["f1"], _nan((m.get("roc_auc_per_class") or {}).get(c)),
+                     v["support"]] for c, v in m["per_class"].items()]),
+        _figure(partial(plot_confusion, m["confusion_matrix"], m["classes"], ctx.out / "confusion.png"),
+                "Confusion matrix on the test split", "The confusion matrix"),
+        _test_grid(ctx.folder, Path(ctx.config.dataset), ctx.out),
+    ]
+
+
+def architecture_blocks(ctx: ReportContext) -> list[Block]:
+    path = study_paths(ctx.folder)["final"] / "architecture.json"
+    if not path.exists():
+        return [Block("note", "The final model's structure was not recorded (final/architecture.json).")]
+    layers = _io.read_json(path)
+    return [_figure(partial(plot_architecture, layers, f"{ctx.config.model} (final model)",
+                            ctx.out / "architecture.png"),
+                    "Structure of the final model", "The model structure")]
+
+
+#: The report's sections in page order: a heading and the parts whose blocks it shows. A new piece of the
+#: report is one function ``(ReportContext) -> list[Block]`` added here.
+SECTIONS: tuple[tuple[str, tuple[Part, ...]], ...] = (
+    ("Result", (headline_blocks, headline_notes_blocks, seed_blocks)),
+    ("Dataset", (dataset_section,)),
+    ("Search", (search_settings_blocks, best_trial_blocks, trials_table_blocks)),
+    ("Search figures", (axis_blocks, best_curves_blocks, final_curves_blocks, history_blocks, importance_blocks,
+                        parallel_blocks)),
+    ("Test results", (test_blocks,)),
+    ("Appendix: final model structure", (architecture_blocks,)),
+)
+
+
+def build_report(folder: Path) -> Path:
+    """Write ``report/index.html`` (self-contained), ``report/report.md`` and the figures as PNG files.
+
+    Built from the study folder and its storage alone, so it can be rebuilt at any time; every figure that
+    cannot be drawn is replaced by a sentence saying why.
+    """
+    ctx = load_context(folder)
+    sections = [(heading, [block for part in parts for block in part(ctx)]) for heading, parts in SECTIONS]
+    title = f"Study {ctx.config.name}: {ctx.config.model}"
+    _io.write_text(ctx.out / "report.md", _markdown(title, sections, ctx.out))
+    _io.write_text(ctx.out / "index.html", _html(title, sections))
+    return ctx.out / "index.html"
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _test_grid(folder: Path, dataset: Path, out: Path, *, per_kind: int = 8) -> Block:

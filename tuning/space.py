@@ -535,6 +535,15 @@ class SearchSpace:
                 raise UnknownNameError("parameter", name, list(self.params))
         return replace(self, search=tuple(p for p in self.params if p in names))
 
+    def with_split(self, scheme: str) -> SearchSpace:
+        """The same space with ``scheme`` as its split (``--split``): any valid scheme, not only the axis's values."""
+        parse_split(scheme, where="--split")
+        params = dict(self.params)
+        param = params.get("split")
+        if isinstance(param, Choice) and not param.contains(scheme):
+            params["split"] = replace(param, values=(*param.values, scheme))
+        return replace(self, params=params, base={**self.base, "split": scheme})
+
     def with_base(self, overrides: Mapping[str, Value]) -> SearchSpace:
         """The same space with some starting values replaced (validated like the file's own)."""
         for key, value in overrides.items():
@@ -601,10 +610,22 @@ class SearchSpace:
             raise UnknownNameError("augmentation preset", name, list(self.augmentations))
         return self.augmentations[name]
 
+    def schemes(self) -> tuple[str, ...]:
+        """Every split scheme a study over this space can train with: the base one and, when searched, the axis."""
+        schemes = [str(self.base["split"])]
+        if "split" in self.search:
+            schemes += [str(s) for s in self.params["split"].grid_values() if str(s) not in schemes]
+        return tuple(schemes)
+
+    def scored_val_fraction(self) -> float | None:
+        """With the split searched (the staged study's split stage), the validation share every scheme has:
+        trials are scored on those images only, so schemes are compared on the same images. None otherwise."""
+        schemes = self.schemes()
+        return min(parse_split(s)[1] for s in schemes) if len(schemes) > 1 else None
+
     def test_fraction(self) -> float:
         """The held-out test share: the largest any searchable split asks for, so no trial ever sees it."""
-        schemes = self.params["split"].grid_values() if "split" in self.search else ()
-        return max(parse_split(str(s))[2] for s in (*schemes, self.base["split"]))
+        return max(parse_split(s)[2] for s in self.schemes())
 
 
 def _check_value(param: Param, value: Any, where: str) -> None:

@@ -51,6 +51,8 @@ class StudyConfig:
     space: dict[str, Any]
     objective: str = "val_accuracy"
     repeats: int = 1
+    split_version: int = 1  # how the toolkit split the images (tuning.data.splits.SPLIT_VERSION); 1 if older
+    cv: int = 1  # --cv K: each configuration trained on K folds of train+val, scored by their mean
     max_failures: int = 0
     dataset_sha256: str = ""
     runtime: dict[str, Any] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tuning.data.prepare import Prepared, load_prepared
-from tuning.data.splits import TEST, TRAIN, VAL, assign_splits
+from tuning.data.splits import TEST, TRAIN, VAL, assign_folds, assign_splits
 from tuning.errors import DataError, UnknownNameError
 from tuning.models import build_model
 from tuning.space import OPTIMIZERS, SearchSpace
@@ -69,11 +69,26 @@ class TrialResult:
 class TrialData:
     """A prepared dataset seen through any image size and split scheme, with the test share held fixed."""
 
-    def __init__(self, dataset: Path, *, seed: int, test_fraction: float) -> None:
+    def __init__(self, dataset: Path, *, seed: int, test_fraction: float, scored_val: float | None = None,
+                 fold: tuple[int, int] | None = None) -> None:
         self.dataset = Path(dataset)
         self.seed = seed
         self.test_fraction = test_fraction
+        self.scored_val = scored_val  # see SearchSpace.scored_val_fraction
+        self.fold = fold  # (k, K): train on K-1 folds of train+val, validate on fold k (--cv K)
         self._arrays: dict[int, Prepared] = {}
+
+    def with_fold(self, k: int, folds: int) -> TrialData:
+        """The same data (and its loaded arrays) seen as fold ``k`` of ``folds``; the test images are unchanged."""
+        view = TrialData(self.dataset, seed=self.seed, test_fraction=self.test_fraction, fold=(k, folds))
+        view._arrays = self._arrays
+        return view
+
+    @classmethod
+    def for_space(cls, dataset: Path, space: SearchSpace, *, seed: int) -> TrialData:
+        """The dataset as a study over ``space`` sees it: the test share and the scored validation images
+        held fixed across every split scheme the study can use."""
+        return cls(dataset, seed=seed, test_fraction=space.test_fraction(), scored_val=space.scored_val_fraction())
 
     def arrays(self, image_size: int) -> Prepared:
         if image_size not in self._arrays:
@@ -92,30 +107,33 @@ class TrialData:
     def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``{"train"|"val"|"test": (x, y, ids)}`` for one image size and split scheme."""
         data = self.arrays(image_size)
-        codes = assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction)
+        codes = self.codes(data, scheme)
         return {name: (data.x[codes == c], data.y[codes == c], data.ids[codes == c])
                 for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
+    def codes(self, data: Prepared, scheme: str) -> np.ndarray:
+        """TRAIN/VAL/TEST/UNUSED per prepared image for ``scheme`` (or for this view's fold: see ``with_fold``)."""
+        if self.fold is not None:
+            return assign_folds(data.y, data.groups, fold=self.fold[0], folds=self.fold[1], seed=self.seed,
+                                test_fraction=self.test_fraction)
+        return assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction,
+                             scored_val=self.scored_val, classes=data.classes)
 
-def searched_splits(space: SearchSpace) -> tuple[str, ...]:
-    """Every split scheme a study over ``space`` can train with: the base one and, when searched, the axis."""
-    schemes = [str(space.base["split"])]
-    if "split" in space.search:
-        schemes += [str(s) for s in space.params["split"].grid_values() if str(s) not in schemes]
-    return tuple(schemes)
 
-
-def check_trainable(data: TrialData, space: SearchSpace) -> None:
+def check_trainable(data: TrialData, space: SearchSpace, *, folds: int = 1) -> None:
     """Refuse, before the first trial, a dataset some split leaves without a class in train, val or test.
 
     An empty training split crashes TensorFlow, a class absent from training ships a model that never saw it
     (``--balance weights`` keeps training going), and an empty validation split makes every trial "complete"
-    with a NaN objective; so every split scheme the study can use is checked here, on the base image size
-    (a split depends on the images' labels and duplicate groups, not on their size).
+    with a NaN objective; so every split scheme the study can use (and with ``--cv``, every fold) is checked
+    here, on the base image size (a split depends on the images' labels and groups, not on their size).
     """
     arrays = data.arrays(int(space.base["image_size"]))
-    for scheme in searched_splits(space):
-        codes = assign_splits(arrays.y, arrays.groups, scheme, seed=data.seed, test_fraction=data.test_fraction)
+    views = [(f"with split {scheme}", data, scheme) for scheme in space.schemes()]
+    if folds > 1:
+        views += [(f"in fold {k + 1} of --cv {folds}", data.with_fold(k, folds), "") for k in range(folds)]
+    for where, view, scheme in views:
+        codes = view.codes(arrays, scheme)
         for label, name in enumerate(arrays.classes):
             mine = codes[arrays.y == label]
             counts = {split: int(np.sum(mine == code)) for split, code in (("train", TRAIN), ("val", VAL),
@@ -123,10 +141,11 @@ def check_trainable(data: TrialData, space: SearchSpace) -> None:
             empty = [split for split, n in counts.items() if n == 0]
             if empty:
                 shown = ", ".join(f"{split} {n}" for split, n in counts.items())
+                fix = "use fewer folds" if view.fold else "search a split with larger shares"
                 raise DataError(
-                    f"{data.dataset}: class '{name}' has no image in {' or '.join(empty)} with split {scheme} "
-                    f"({shown} of its {len(mine)} prepared images); add images to raw/{name}/ or search a split "
-                    "with larger shares (every class needs at least one image in train, val and test)"
+                    f"{data.dataset}: class '{name}' has no image in {' or '.join(empty)} {where} "
+                    f"({shown} of its {len(mine)} prepared images); add images to raw/{name}/ or {fix} "
+                    "(every class needs at least one image in train, val and test)"
                 )
 
 

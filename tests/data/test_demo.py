@@ -159,3 +159,61 @@ def test_not_one_colour_per_class_but_learnable_from_structure(tmp_path: Path) -
     assert colour_acc < 0.75, f"mean colour gives the class away ({colour_acc:.2f})"
     assert texture_acc > 0.6, f"classes not learnable from structure ({texture_acc:.2f})"
     assert texture_acc > colour_acc + 0.2
+
+
+# ----- families (--groups) -------------------------------------------------------------------------------
+def _pixels(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y, groups = [], [], []
+    for ci, name in enumerate(CLASSES):
+        for p in sorted((root / name).rglob("*.*")):
+            with Image.open(p) as im:
+                x.append(np.asarray(im.convert("RGB").resize((16, 16)), np.float32).ravel())
+            y.append(ci)
+            groups.append(p.parent.name)
+    return np.array(x), np.array(y), np.array(groups, dtype=object)
+
+
+def test_groups_write_families_in_sub_folders_deterministically(tmp_path: Path) -> None:
+    out = make_demo(tmp_path / "a", per_class=14, size=32, seed=2, family_size=5).out
+    for name in CLASSES:
+        families = sorted(p.name for p in (out / name).iterdir())
+        assert families == [f"{name.lower()}_family_00{i}" for i in (1, 2, 3)]
+        assert [len(list((out / name / f).iterdir())) for f in families] == [5, 5, 4]
+    assert _hashes(out) == _hashes(make_demo(tmp_path / "b", per_class=14, size=32, seed=2, family_size=5).out)
+
+
+def test_a_random_split_rewards_memorising_families_and_a_group_split_does_not(tmp_path: Path) -> None:
+    """The point of --groups: 1-nearest-neighbour on raw pixels finds a sibling of each test image when its
+    family is on both sides (a random split), and falls to about chance when families are kept apart."""
+    from tuning.data.splits import TEST, assign_splits
+
+    x, y, groups = _pixels(make_demo(tmp_path / "d", per_class=60, size=32, seed=0, family_size=6).out)
+
+    def nearest_neighbour_accuracy(codes: np.ndarray) -> float:
+        train, test = codes != TEST, codes == TEST
+        d = ((x[test][:, None, :] - x[train][None, :, :]) ** 2).sum(-1)
+        return float((y[train][d.argmin(1)] == y[test]).mean())
+
+    alone = np.array([str(i) for i in range(len(y))], dtype=object)
+    random_split = np.mean([nearest_neighbour_accuracy(assign_splits(y, alone, "60/20/20", seed=s)) for s in range(3)])
+    group_split = np.mean([nearest_neighbour_accuracy(assign_splits(y, groups, "60/20/20", seed=s)) for s in range(3)])
+    assert random_split > 0.6, random_split
+    assert group_split < 0.5, group_split
+    assert random_split > group_split + 0.2
+
+
+def test_cli_demo_groups_then_prepare_group_by_folder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    runner = CliRunner()
+    out = runner.invoke(cli, ["data", "demo", "--out", str(tmp_path / "d"), "--per-class", "12", "--size", "32",
+                              "--groups", "--family-size", "4"])
+    assert out.exit_code == 0, out.output
+    assert f"group them with: tuning data prepare {tmp_path / 'd'} --group-by folder" in out.output
+    out = runner.invoke(cli, ["data", "prepare", str(tmp_path / "d"), "--size", "32", "--group-by", "folder"])
+    assert out.exit_code == 0, out.output
+    assert "Grouped by folder: 36 file(s) in 9 group(s)" in out.output  # 3 families per class
+    bad = runner.invoke(cli, ["data", "demo", "--out", str(tmp_path / "e"), "--groups", "--family-size", "0"])
+    assert bad.exit_code == 2 and "--family-size" in bad.output

@@ -306,3 +306,17 @@ def test_size_must_be_positive_and_per_class_above_a_class_warns(messy: Path) ->
                                "so the classes are not balanced"]
     result = CliRunner().invoke(cli, ["data", "prepare", str(messy), "--size", "16", "--per-class", "9"])
     assert result.exit_code == 0 and "Warning: --per-class 9 is above" in result.output
+
+
+def test_undersampling_large_groups_still_fills_each_class_and_keeps_groups_whole() -> None:
+    """Shows of 4 frames and a class of 6: whole shows while they fit, then part of one, never a short class."""
+    from tuning.data.prepare import _balance
+
+    labels = np.array([0] * 12 + [1] * 6)
+    groups = np.array([f"show{i // 4}" for i in range(12)] + [f"x{i}" for i in range(6)], dtype=object)
+    for seed in range(5):
+        keep = _balance(labels, groups, 6, seed)
+        assert np.sum(labels[keep] == 0) == 6 and np.sum(labels[keep] == 1) == 6
+        kept_shows = groups[keep][labels[keep] == 0]
+        counts = sorted(np.unique(kept_shows, return_counts=True)[1].tolist())
+        assert counts == [2, 4]  # one whole show, then two frames of another

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -30,8 +31,9 @@ def test_stats_count_classes_statuses_sizes_and_reasons(tmp_path: Path) -> None:
     root = _dataset(tmp_path / "d")
     st = dataset_stats(root)
     assert st.built_manifest and st.files == 8
-    assert st.per_class == {"birds": {"files": 0, "ok": 0}, "cats": {"files": 4, "ok": 3},
-                            "dogs": {"files": 4, "ok": 2}}
+    assert st.per_class == {"birds": {"files": 0, "ok": 0, "groups": 0, "largest_group_share": 0.0},
+                            "cats": {"files": 4, "ok": 3, "groups": 3, "largest_group_share": pytest.approx(1 / 3)},
+                            "dogs": {"files": 4, "ok": 2, "groups": 2, "largest_group_share": 0.5}}
     assert st.per_status == {"ok": 5, "unreadable": 2, "duplicate": 1}
     assert st.reasons == {"empty file": 1, "not an image (unknown format)": 1, "duplicate": 1}
     assert st.sizes is not None
@@ -63,3 +65,31 @@ def test_stats_rescan_raw_instead_of_reading_a_stale_manifest(tmp_path: Path) ->
     (root / "raw" / "cats" / ".DS_Store").write_bytes(b"\0")
     st = dataset_stats(root)
     assert st.files == 9 and st.per_class["dogs"]["ok"] == 3 and st.reasons["hidden file"] == 1
+
+
+def test_stats_show_groups_per_class_and_the_largest_groups_share(tmp_path: Path) -> None:
+    """Source groups (one show of 5 frames, two of 1) and whether a split can keep shows apart."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "d"
+    layout = {"drama": {"big show": 5, "small": 1, "tiny": 1}, "comedy": {"a": 2, "b": 2, "c": 2}}
+    for label, shows in layout.items():
+        for show, n in shows.items():
+            (root / "raw" / label / show).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)).save(
+                    root / "raw" / label / show / f"{i}.png")
+    st = dataset_stats(root)
+    assert not st.source_grouped
+    assert st.per_class["drama"]["groups"] == 7  # without --group-by every frame stands alone
+    result = CliRunner().invoke(cli, ["data", "prepare", str(root), "--size", "8", "--group-by", "folder"])
+    assert result.exit_code == 0, result.output
+    st = dataset_stats(root)
+    assert st.source_grouped
+    assert st.per_class["drama"]["groups"] == 3
+    assert st.per_class["drama"]["largest_group_share"] == pytest.approx(5 / 7)
+    assert st.per_class["comedy"]["largest_group_share"] == pytest.approx(1 / 3)
+    out = CliRunner().invoke(cli, ["data", "stats", str(root)])
+    assert "Groups: source groups (--group-by) merged with near duplicates" in out.output
+    assert out.output.count("71.4%") == 1 and " drama " in out.output
+    as_json = json.loads(CliRunner().invoke(cli, ["data", "stats", str(root), "--json"]).output)
+    assert as_json["source_grouped"] is True and as_json["per_class"]["comedy"]["groups"] == 3

@@ -39,7 +39,7 @@ def _setup(space_path: Path, folder: Path, **request: Any) -> tuple[StudyConfig,
         pruner=req.pruner, budget="quick", trials=trials, epochs=epochs, seed=req.seed,
         storage=default_storage(folder), space=space.to_dict(), repeats=req.repeats, max_failures=req.max_failures,
     )
-    return config, space, TrialData(req.data, seed=req.seed, test_fraction=space.test_fraction())
+    return config, space, TrialData.for_space(req.data, space, seed=req.seed)
 
 
 def _run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path,

@@ -33,7 +33,7 @@ def _setup(tiny_dataset: Path, space_path: Path, folder: Path, **request: object
                         **{"pruner": "none", **request})
     config = resolve_config(req, settings={"device": "cpu", "inter_op_threads": 1, "precision": "float32"})
     space = SearchSpace.from_dict(config.space)
-    return config, space, TrialData(tiny_dataset, seed=req.seed, test_fraction=space.test_fraction())
+    return config, space, TrialData.for_space(tiny_dataset, space, seed=req.seed)
 
 
 def _staged_space(tiny_space: Callable[[str], Path], tmp_path: Path) -> Path:
@@ -260,3 +260,39 @@ def test_a_too_small_split_leaves_no_study_folder(tiny_space: Callable[[str], Pa
         run_search(SearchRequest(model="alexnet", data=root, space=str(tiny_space("alexnet")), budget="quick",
                                  trials=1, study=str(folder)))
     assert not folder.exists()
+
+
+def test_the_cv_objective_is_the_mean_of_independently_trained_folds(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`--cv 2`: the trial's value is the mean of two trainings, each validating on its own half of train+val;
+    trained again by hand, fold by fold, the same folds give the same values."""
+    from tuning.engines._common import TrialRunner
+    from tuning.train import train_trial
+
+    folder = tmp_path / "cv"
+    config, space, data = _setup(tiny_dataset, tiny_space("alexnet"), folder, engine="optuna", trials=1, cv=2,
+                                 epochs=1)
+    assert config.cv == 2
+    params = space.resolve({})
+    outcome = TrialRunner(config, space, data, folder, on_event=lambda e: None).run(0, params)
+    by_hand = [train_trial(config.model, params, data.with_fold(k, 2), space, epochs=1, seed=config.seed)
+               .objective(config.objective) for k in range(2)]
+    assert outcome.status == "complete"
+    assert outcome.value == pytest.approx(sum(by_hand) / 2, abs=1e-6)
+    assert outcome.spread == pytest.approx(abs(by_hand[0] - by_hand[1]) / 2, abs=1e-6)
+    recorded = json.loads((folder / "trials" / "0" / "history.json").read_text())
+    assert recorded["values"] == pytest.approx(by_hand, abs=1e-6) and recorded["folds"] == 2
+    vals = [set(data.with_fold(k, 2).split(32, "70/15/15")["val"][2]) for k in range(2)]
+    tests = [set(data.with_fold(k, 2).split(32, "70/15/15")["test"][2]) for k in range(2)]
+    assert not vals[0] & vals[1] and tests[0] == tests[1] == set(data.split(32, "70/15/15")["test"][2])
+
+
+def test_a_fold_without_some_class_is_refused_before_any_trial(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """24 images a class fit the split, but not 30 folds of their 20 train+val images."""
+    folder = tmp_path / "study"
+    config, space, data = _setup(tiny_dataset, tiny_space("alexnet"), folder, engine="optuna", trials=1, cv=30)
+    with pytest.raises(DataError, match=r"class 'Action' has no image in val in fold \d+ of --cv 30 .*use fewer folds"):
+        run_engine(config, space, data, folder, on_event=lambda e: pytest.fail(f"a trial event: {e}"))

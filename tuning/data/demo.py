@@ -4,6 +4,12 @@
 numpy + PIL. The classes differ by *structure* (sharp busy shards, soft bokeh, flat outlined cel shapes),
 never by a fixed colour: every image draws its own random palette, and nuisance (brightness, contrast,
 noise, a distractor element from another class) keeps the task from being perfectly separable.
+
+With ``family_size`` (``tuning data demo --groups``) the images come in families,
+``<Class>/<class>_family_NNN/``: each family is one drawn scene and its members are variants of it (crop,
+mirror, exposure, grain, a little of another scene of the class), like frames of one TV show. A model can then
+score by recognising the family; a random split rewards that, a group split (``tuning data prepare
+--group-by folder``) does not, which is what the demo is for.
 """
 
 from __future__ import annotations
@@ -295,31 +301,65 @@ def _check_int(value: object, option: str, minimum: int) -> int:
     return int(value)
 
 
-def _write_class(folder: Path, ci: int, *, per_class: int, size: int, seed: int) -> int:
+def _variant(base: Image.Image, other: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One member of a family: the family's scene cropped, maybe mirrored, re-exposed, with fresh grain and a
+    faint second scene of the class, so members look alike without being near copies."""
+    w, h = base.size
+    scale = float(rng.uniform(0.8, 0.95))
+    cw, ch = int(w * scale), int(h * scale)
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = base.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(img, np.float32) * (1 - (mix := float(rng.uniform(0.15, 0.3))))
+    arr += np.asarray(other.resize((w, h), Image.Resampling.BILINEAR), np.float32) * mix
+    mean = arr.mean()
+    arr = (arr - mean) * float(rng.uniform(0.85, 1.15)) + mean + float(rng.uniform(-20.0, 20.0))
+    arr += rng.normal(0.0, float(rng.uniform(2.0, 8.0)), arr.shape).astype(np.float32)
+    return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), "RGB")
+
+
+def _save(img: Image.Image, path: Path, rng: np.random.Generator) -> None:
+    if rng.random() < _PNG_SHARE:
+        img.save(path.with_suffix(".png"), format="PNG")
+    else:
+        img.save(path.with_suffix(".jpg"), format="JPEG", quality=int(rng.integers(70, 96)))
+
+
+def _write_class(folder: Path, ci: int, *, per_class: int, size: int, seed: int, family_size: int = 0) -> int:
     folder.mkdir()
     prefix = CLASSES[ci].lower()
     digits = max(4, len(str(per_class)))
-    for i in range(per_class):
-        rng = np.random.default_rng([seed, ci, i])  # per image, so order of generation never matters
-        img = _render(ci, rng, size)
-        stem = f"{prefix}_{i + 1:0{digits}d}"
-        if rng.random() < _PNG_SHARE:
-            img.save(folder / f"{stem}.png", format="PNG")
-        else:
-            img.save(folder / f"{stem}.jpg", format="JPEG", quality=int(rng.integers(70, 96)))
+    if not family_size:
+        for i in range(per_class):
+            rng = np.random.default_rng([seed, ci, i])  # per image, so order of generation never matters
+            _save(_render(ci, rng, size), folder / f"{prefix}_{i + 1:0{digits}d}", rng)
+        return per_class
+    families = -(-per_class // family_size)
+    for f in range(families):
+        family = folder / f"{prefix}_family_{f + 1:03d}"  # unique across classes: a group name is global
+        family.mkdir()
+        base = _render(ci, np.random.default_rng([seed, ci, f, 1 << 20]), size)  # the family's own scene
+        for m in range(min(family_size, per_class - f * family_size)):
+            rng = np.random.default_rng([seed, ci, f, m])
+            other = _render(ci, np.random.default_rng([seed, ci, f, m, 1 << 21]), size)
+            _save(_variant(base, other, rng), family / f"{prefix}_{f * family_size + m + 1:0{digits}d}", rng)
     return per_class
 
 
-def make_demo(out: Path, *, per_class: int = 300, size: int = 128, seed: int = 0) -> DemoResult:
+def make_demo(out: Path, *, per_class: int = 300, size: int = 128, seed: int = 0,
+              family_size: int = 0) -> DemoResult:
     """Write the demo set to ``out/<Class>/`` atomically (temp sibling, then rename).
 
     Refuses an existing ``out`` so a user's data is never mixed with or replaced by demo images; the same
-    ``(per_class, size, seed)`` always yields byte-identical files.
+    ``(per_class, size, seed, family_size)`` always yields byte-identical files. ``family_size`` > 0 writes
+    families of that many related images, ``out/<Class>/<class>_family_NNN/`` (0: independent images).
     """
     out = Path(out)
     per_class = _check_int(per_class, "--per-class", 1)
     size = _check_int(size, "--size", 32)
     seed = _check_int(seed, "--seed", 0)
+    family_size = _check_int(family_size, "--family-size", 0)
     if out.exists() or out.is_symlink():
         raise DataError(f"{out} already exists; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +369,7 @@ def make_demo(out: Path, *, per_class: int = 300, size: int = 128, seed: int = 0
     tmp.mkdir()
     try:
         counts = {
-            name: _write_class(tmp / name, ci, per_class=per_class, size=size, seed=seed)
+            name: _write_class(tmp / name, ci, per_class=per_class, size=size, seed=seed, family_size=family_size)
             for ci, name in enumerate(CLASSES)
         }
         if out.exists() or out.is_symlink():  # created by someone else while we were drawing

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuning import _io
+from tuning.data.groups import GroupingReport, apply_groups, parse_group_by
 from tuning.data.images import (
     SKIP_HIDDEN,
     SKIP_LOOSE,
@@ -27,7 +28,7 @@ from tuning.data.images import (
     safe_name,
     scan_class_folders,
 )
-from tuning.data.manifest import build_manifest
+from tuning.data.manifest import build_manifest, write_manifest
 from tuning.errors import DataError
 
 __all__ = ["SKIP_CONFLICT", "SKIP_HIDDEN", "SKIP_LOOSE", "SKIP_NOT_IMAGE", "SKIP_UNREADABLE", "ImportReport",
@@ -54,6 +55,8 @@ class ImportReport:
     renamed: list[tuple[str, str]] = field(default_factory=list)
     #: (source path, manifest path) of files not copied because different bytes already have their name.
     conflicts: list[tuple[str, str]] = field(default_factory=list)
+    #: What ``--group-by`` did (None without it: the source groups already in the manifest stay).
+    grouping: GroupingReport | None = None
 
     def reasons(self) -> Counter[str]:
         """Skipped files per reason (files already imported are not skipped: they are in the dataset)."""
@@ -80,14 +83,18 @@ def _safe_rel(rel: Path) -> Path:
     return Path(*(safe_name(part) for part in rel.parts))
 
 
-def import_folder(source: Path, out: Path, *, progress: Progress | None = None) -> ImportReport:
+def import_folder(source: Path, out: Path, *, group_by: str | None = None,
+                  progress: Progress | None = None) -> ImportReport:
     """Copy every image under ``source/<class>/**`` to ``out/raw/<class>/**`` and build ``out/manifest.csv``.
 
     What is an image is ``images.scan_class_folders``'s rule, the one prepare applies to raw/ too; links out of
     ``source``, linked folders, FIFOs and hidden files are skipped with their reason, never followed or opened.
+    ``group_by`` (``tuning/data/groups.py``) records each file's source group in the manifest; the copy keeps
+    the sub-paths, so the rule sees the same path below the class folder as in ``source``.
     """
     started = time.perf_counter()
     source, out = Path(source), Path(out)
+    rule = parse_group_by(group_by) if group_by is not None else None  # a bad rule fails before any copy
     if not source.is_dir():
         raise DataError(f"{source}: no such folder; give a folder with one sub-folder of images per class")
     src_real, out_real = source.resolve(), out.resolve()
@@ -139,10 +146,14 @@ def import_folder(source: Path, out: Path, *, progress: Progress | None = None) 
         if progress:
             progress(i, len(plan))
     rows = build_manifest(out)
+    grouping = None
+    if rule is not None:
+        grouping = apply_groups(rows, rule)
+        write_manifest(out, rows)
     unreadable = [(r["path"], r["status"].removeprefix("unreadable:")) for r in rows
                   if r["status"].startswith("unreadable:")]
     return ImportReport(source, out, copied, present, empty, skipped, unreadable, time.perf_counter() - started,
-                        renamed, conflicts)
+                        renamed, conflicts, grouping)
 
 
 def _copy(src: Path, dst: Path) -> None:

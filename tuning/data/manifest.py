@@ -23,12 +23,15 @@ from tuning.data.hashing import DECODE_SIZE, phash_pair
 from tuning.data.images import SKIP_BAD_NAME, is_utf8, open_image, scan_class_folders, to_rgb, unreadable_reason
 from tuning.errors import DataError
 
-MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "group", "status", "source_url", "license",
-                    "creator", "bytes", "mtime_ns")
+MANIFEST_COLUMNS = ("path", "label", "sha256", "phash", "width", "height", "group", "source_group", "status",
+                    "source_url", "license", "creator", "bytes", "mtime_ns")
 #: What a row was described from: a file whose size or modification time differs is described again.
 FILE_STAMP = ("bytes", "mtime_ns")
 #: Columns a collector or a person fills in; re-describing a file never overwrites them.
 PROVENANCE = ("source_url", "license", "creator")
+#: What a file keeps when its bytes change: where it came from and its source group (show, person, session:
+#: ``tuning/data/groups.py``), which only a new ``--group-by`` changes. Older manifests lack the column: empty.
+KEPT_ON_CHANGE = (*PROVENANCE, "source_group")
 Progress = Callable[[int, int], None]
 StatusKind = Literal["ok", "duplicate", "rejected", "unreadable", "undescribed"]
 #: The kinds that keep an image out of training (an undescribed row is only waiting for its description).
@@ -181,7 +184,7 @@ def _merge(old: dict[str, str] | None, new: dict[str, str] | None, rel: str, lab
         return {**old, "label": label, **{k: new[k] for k in FILE_STAMP}}  # same bytes: same verdict and group
     row = {**new, "path": rel, "label": label}
     if old:
-        row.update({k: old[k] for k in PROVENANCE if old.get(k)})
+        row.update({k: old[k] for k in KEPT_ON_CHANGE if old.get(k)})
         if old.get("status") == "rejected":
             row["status"] = "rejected"
     return row

@@ -11,10 +11,12 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tuning import _io
+from tuning.data.groups import GroupingReport, apply_groups, parse_group_by
 from tuning.data.images import load_rgb, unreadable_reason
 from tuning.data.manifest import (
     Progress,
@@ -26,6 +28,7 @@ from tuning.data.manifest import (
     scan_raw,
     write_manifest,
 )
+from tuning.data.splits import assign_splits, split_shares, split_summary, union_groups
 from tuning.errors import DataError
 
 CACHE_VERSION = 3
@@ -40,7 +43,8 @@ BAD_CACHE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 @dataclass(frozen=True)
 class Prepared:
-    """The balanced arrays of one image size; ``ids`` are manifest paths, ``groups`` keep duplicates together."""
+    """The balanced arrays of one image size; ``ids`` are manifest paths, ``groups`` what a split keeps together
+    (near-duplicate groups merged with source groups), ``source_groups`` the source group alone ("" for none)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -51,6 +55,7 @@ class Prepared:
     #: Loss weight per class index (n / (classes * n_class)); all 1.0 after undersampling, so training can
     #: always pass them on.
     class_weights: tuple[float, ...] = ()
+    source_groups: np.ndarray | None = None
 
 
 @dataclass
@@ -67,23 +72,39 @@ class PrepareReport:
     class_weights: dict[str, float] = field(default_factory=dict)
     #: Things the user asked for that could not be done as asked (a --per-class above a class's size).
     warnings: list[str] = field(default_factory=list)
+    #: What ``--group-by`` did, when given.
+    grouping: GroupingReport | None = None
+    #: ``splits.split_summary`` of ``preview_split`` on the kept images (seed 0), or why it cannot be made.
+    split: dict[str, Any] | None = None
+    split_error: str = ""
+    preview_split: str = "70/15/15"
 
 
 def _balance(labels: np.ndarray, groups: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Indices of a seeded, group-aware undersample with at most ``per_class`` items per class."""
+    """Indices of a seeded, group-aware undersample with at most ``per_class`` items per class.
+
+    Whole groups are taken while they fit; when none fits any more (a show of 300 frames, 120 places left),
+    the first that did not fit lends a seeded subset of its members, so the class still gets ``per_class``
+    items. Part of a group is still one group: it cannot leak across a split.
+    """
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for label in np.unique(labels):
         idx = np.flatnonzero(labels == label)
         uniq = np.unique(groups[idx])
         taken = 0
+        too_big: list[np.ndarray] = []
         for g in rng.permutation(uniq):
             members = idx[groups[idx] == g]
             if taken + len(members) <= per_class:
                 chosen.extend(members.tolist())
                 taken += len(members)
+            else:
+                too_big.append(members)
             if taken == per_class:
                 break
+        if taken < per_class and too_big:
+            chosen.extend(rng.choice(too_big[0], per_class - taken, replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)
 
 
@@ -116,16 +137,20 @@ def remove_stale_tmp(dataset: Path) -> list[Path]:
 
 def prepare(
     dataset: Path, *, size: int, seed: int = 0, per_class: int | None = None, balance: str = "undersample",
-    progress: Progress | None = None,
+    group_by: str | None = None, preview_split: str = "70/15/15", progress: Progress | None = None,
 ) -> PrepareReport:
     """Manifest, balance and cache ``size`` px arrays. Skipped files are counted with their reason.
 
     ``balance="undersample"`` drops images (whole duplicate groups at a time) down to the smallest class or
     ``per_class``; ``"weights"`` keeps every usable image and stores per-class loss weights instead, which
-    wastes nothing when one class is much smaller than the others.
+    wastes nothing when one class is much smaller than the others. ``group_by`` sets (or with ``"none"``
+    clears) every file's source group in the manifest first, without re-importing. The report previews
+    ``preview_split`` on the kept images: groups per split and how far the class shares drift.
     """
     dataset = Path(dataset)
     check_size(size)
+    rule = parse_group_by(group_by) if group_by is not None else None
+    split_shares(preview_split)
     if balance not in BALANCE_MODES:
         raise DataError(f"--balance: unknown mode '{balance}'; known: {', '.join(BALANCE_MODES)}")
     if balance == "weights" and per_class is not None:
@@ -137,6 +162,12 @@ def prepare(
     remove_stale_tmp(dataset)
     scan = scan_raw(dataset)
     rows = build_manifest(dataset, progress=progress, scan=scan)
+    grouping = None
+    if rule is not None:
+        before = [r["source_group"] for r in rows]
+        grouping = apply_groups(rows, rule)
+        if before != [r["source_group"] for r in rows]:
+            write_manifest(dataset, rows)
     classes = tuple(scan.classes)
     if len(classes) < 2:
         raise DataError(f"{dataset}: found {len(classes)} class folder(s) under raw/; a classifier needs at least "
@@ -150,7 +181,8 @@ def prepare(
             raise DataError(f"{dataset}: class '{empty[0]}' has no readable image; add images or remove "
                             f"raw/{empty[0]}/")
         labels = np.array([classes.index(r["label"]) for r in usable])
-        groups = np.array([r["group"] for r in usable])
+        sources = np.array([r["source_group"] for r in usable], dtype=object)
+        groups = union_groups(np.array([r["group"] for r in usable], dtype=object), sources).astype(str)
         if balance == "weights":
             target = 0
             keep = np.arange(len(usable), dtype=np.int64)
@@ -165,6 +197,10 @@ def prepare(
     warnings = [f"--per-class {per_class} is above the {available[c]} usable image(s) of class '{c}': all of them "
                 f"are kept, so the classes are not balanced" for c in classes
                 if per_class is not None and available[c] < per_class]
+    ungrouped = int(sum(not s for s in sources[keep]))
+    if ungrouped and ungrouped < len(keep):
+        warnings.append(f"{ungrouped} kept image(s) have no source group while the others have one (added after "
+                        "--group-by, or the rule missed them): each is a group of its own; rerun with --group-by")
     x = np.stack([pixels[usable[i]["path"]] for i in keep])
     ids = np.array([usable[i]["path"] for i in keep])
     out = cache_path(dataset, size)
@@ -172,6 +208,7 @@ def prepare(
         with _io.atomic_path(out) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, x=x, y=labels[keep].astype(np.int16), ids=ids, groups=groups[keep],
+                         source_groups=sources[keep].astype(str),
                          classes=np.array(classes), class_weights=weights.astype(np.float64),
                          meta=np.array([CACHE_VERSION, seed, target, size, BALANCE_MODES.index(balance),
                                         per_class or 0]),
@@ -179,8 +216,16 @@ def prepare(
     except OSError as exc:
         raise DataError(read_only_message(dataset, f"{out} cannot be saved ({exc.strerror or exc})")) from None
     kept = {c: int((labels[keep] == i).sum()) for i, c in enumerate(classes)}
-    return PrepareReport(dataset, size, available, kept, skipped, out, balance,
-                         {c: round(float(w), 6) for c, w in zip(classes, weights)}, warnings)
+    report = PrepareReport(dataset, size, available, kept, skipped, out, balance,
+                           {c: round(float(w), 6) for c, w in zip(classes, weights)}, warnings, grouping,
+                           preview_split=preview_split)
+    try:
+        codes = assign_splits(labels[keep], groups[keep], preview_split, seed=0, classes=classes)
+        report.split = split_summary(labels[keep], groups[keep], codes, split_shares(preview_split),
+                                     classes=classes, source_groups=sources[keep])
+    except DataError as exc:
+        report.split_error = str(exc)
+    return report
 
 
 def _decode(dataset: Path, rows: list[dict[str, str]], paths: list[str], size: int,
@@ -240,8 +285,9 @@ def load_prepared(
 
 def _read_cache(path: Path, size: int) -> Prepared:
     with np.load(path) as npz:
+        sources = npz["source_groups"] if "source_groups" in npz.files else None  # older caches: none
         return Prepared(npz["x"], npz["y"].astype(np.int64), npz["ids"], npz["groups"],
-                        tuple(npz["classes"].tolist()), size, tuple(float(w) for w in npz["class_weights"]))
+                        tuple(npz["classes"].tolist()), size, tuple(float(w) for w in npz["class_weights"]), sources)
 
 
 def cache_settings(dataset: Path) -> tuple[int, int | None, str] | None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tuning.data.manifest import build_manifest, raw_dir, scan_raw, status_kind
+from tuning.data.splits import union_groups
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,11 @@ class SizeSummary:
 class DatasetStats:
     """Counts per class (rows and usable images), per status kind, per skip reason, and the image sizes.
 
-    ``reasons`` counts the manifest's excluded rows and the files the raw/ walk skipped (hidden, links out of
-    the folder, names that are not UTF-8, ...), each by its reason.
+    ``per_class`` also holds each class's ``groups`` (what a split keeps together: near duplicates merged with
+    source groups) and ``largest_group_share``, the share of its usable images the largest one holds: a class
+    whose largest show holds 40% cannot get a 15% test share. ``reasons`` counts the manifest's excluded rows
+    and the files the raw/ walk skipped (hidden, links out of the folder, names that are not UTF-8, ...), each
+    by its reason.
     """
 
     dataset: Path
@@ -41,6 +45,8 @@ class DatasetStats:
     duplicate_groups: int
     sizes: SizeSummary | None
     built_manifest: bool
+    #: Whether any usable image has a source group (``--group-by``); else only near duplicates are grouped.
+    source_grouped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         sizes = None if self.sizes is None else {
@@ -49,7 +55,7 @@ class DatasetStats:
         }
         return {"dataset": str(self.dataset), "files": self.files, "per_class": self.per_class,
                 "per_status": self.per_status, "skipped_reasons": self.reasons,
-                "duplicate_groups": self.duplicate_groups, "sizes": sizes}
+                "duplicate_groups": self.duplicate_groups, "source_grouped": self.source_grouped, "sizes": sizes}
 
 
 def _reason(status: str) -> str:
@@ -64,11 +70,18 @@ def dataset_stats(dataset: Path) -> DatasetStats:
     built = not (dataset / "manifest.csv").exists()
     scan = scan_raw(dataset)
     rows = build_manifest(dataset, scan=scan)
-    per_class: dict[str, dict[str, int]] = {name: {"files": 0, "ok": 0} for name in scan.classes}
+    per_class: dict[str, dict[str, Any]] = {name: {"files": 0, "ok": 0} for name in scan.classes}
     for row in rows:
         entry = per_class.setdefault(row["label"], {"files": 0, "ok": 0})
         entry["files"] += 1
         entry["ok"] += row["status"] == "ok"
+    usable = [r for r in rows if r["status"] == "ok"]
+    merged = union_groups(np.array([r["group"] or r["path"] for r in usable], dtype=object),
+                          np.array([r["source_group"] for r in usable], dtype=object)).tolist()
+    for label, entry in per_class.items():
+        sizes_of = Counter(g for g, r in zip(merged, usable) if r["label"] == label)
+        entry["groups"] = len(sizes_of)
+        entry["largest_group_share"] = max(sizes_of.values()) / entry["ok"] if entry["ok"] else 0.0
     per_status = Counter(status_kind(r["status"]) for r in rows)
     reasons = Counter(_reason(r["status"]) for r in rows if r["status"] != "ok")
     reasons.update(reason for _, reason in scan.skipped)
@@ -81,4 +94,5 @@ def dataset_stats(dataset: Path) -> DatasetStats:
                             (int(h.min()), int(np.median(h)), int(h.max())))
     group_sizes = Counter(r["group"] for r in rows if r["group"])
     return DatasetStats(dataset, len(rows), per_class, dict(per_status.most_common()), dict(reasons.most_common()),
-                        sum(n > 1 for n in group_sizes.values()), sizes, built)
+                        sum(n > 1 for n in group_sizes.values()), sizes, built,
+                        any(r["source_group"] for r in usable))

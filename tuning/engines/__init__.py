@@ -28,7 +28,7 @@ def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnE
 
     from tuning.train import check_trainable
 
-    check_trainable(data, space)
+    check_trainable(data, space, folds=config.cv)
 
     module = {"optuna": "optuna_engine", "kerastuner": "kerastuner_engine", "staged": "staged"}[config.engine]
     return importlib.import_module(f"tuning.engines.{module}").run(config, space, data, folder, on_event=on_event,

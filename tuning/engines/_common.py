@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tuning import _io
 from tuning.engines import OnEvent, TrialLimitReached
@@ -20,8 +20,10 @@ from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
+from tuning.trials import direction  # noqa: F401 - re-exported: the engines set their study's direction with it
 
-#: Called per epoch of the first repeat with (epoch index, objective value); True prunes the trial.
+#: Called per epoch of the first run (repeat 0; with --cv, its fold 0) with (epoch index, objective value);
+#: True prunes the trial. Every trial is pruned on the same fold, so their curves are comparable.
 Reporter = Callable[[int, float], bool]
 WORKER_ATTR = "worker"
 POLL_SECONDS = 2.0
@@ -44,12 +46,9 @@ def worker_id() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def direction(objective: str) -> Literal["minimize", "maximize"]:
-    return "minimize" if objective == "val_loss" else "maximize"
-
-
 class TrialRunner:
-    """Trains one configuration for an engine: repeats, progress events and ``trials/<id>/history.json``."""
+    """Trains one configuration for an engine: repeats x folds (``--cv``; the value is the mean over all of
+    them, the spread their standard deviation), progress events and ``trials/<id>/history.json``."""
 
     def __init__(self, config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path,
                  on_event: OnEvent) -> None:
@@ -62,13 +61,16 @@ class TrialRunner:
         self.on_event({"event": "trial_start", "number": key, "params": dict(params)})
         objective = self.config.objective
         results = []
-        for repeat in range(self.config.repeats):
+        folds = self.config.cv
+        runs = [(repeat, fold) for repeat in range(self.config.repeats) for fold in range(folds)]
+        for index, (repeat, fold) in enumerate(runs):
 
-            def hook(epoch: int, logs: Mapping[str, float], repeat: int = repeat) -> bool:
+            def hook(epoch: int, logs: Mapping[str, float], first: bool = index == 0) -> bool:
                 self.on_event({"event": "epoch", "number": key, "epoch": epoch + 1, "epochs": epochs, "logs": logs})
-                return repeat == 0 and report is not None and report(epoch, float(logs.get(objective, math.nan)))
+                return first and report is not None and report(epoch, float(logs.get(objective, math.nan)))
 
-            result = train_trial(self.config.model, params, self.data, self.space, epochs=epochs,
+            data = self.data.with_fold(fold, folds) if folds > 1 else self.data
+            result = train_trial(self.config.model, params, data, self.space, epochs=epochs,
                                  seed=self.config.seed + repeat, hooks=[hook], objective=objective)
             results.append(result)
             if result.status != "complete":
@@ -84,7 +86,8 @@ class TrialRunner:
         _io.write_json(self.trials_dir / str(key) / "history.json", {
             "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
             "reason": outcome.reason, "seconds": outcome.seconds, "precision": results[0].precision,
-            "history": results[0].history, "repeats": [r.history for r in results[1:]],
+            "history": results[0].history, "repeats": [r.history for r in results[1:]], "values": values,
+            "folds": self.config.cv,
         })
         self.on_event({"event": "trial_end", "number": key, "status": outcome.status, "value": outcome.value,
                        "reason": outcome.reason, "seconds": outcome.seconds, "pid": os.getpid(), "rss_mb": rss_mb()})
@@ -100,13 +103,6 @@ def record_attrs(trial: Any, outcome: Outcome) -> None:
         trial.set_user_attr("spread", outcome.spread)
     if outcome.reason:
         trial.set_user_attr("fail_reason", outcome.reason)
-
-
-def counts(study: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
-    return out
 
 
 def fail_dead_workers(study: Any) -> list[int]:

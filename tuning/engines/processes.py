@@ -101,7 +101,7 @@ def _child(folder: Path, data_dir: Path, slot: int, limit: int | None, events: A
         config = read_config(folder)
         space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
         runtime.apply(config.runtime)
-        data = TrialData(data_dir, seed=config.seed, test_fraction=space.test_fraction())
+        data = TrialData.for_space(data_dir, space, seed=config.seed)
         run_engine(config, space, data, folder, on_event=events.put, worker=slot, limit=limit)
         events.put({"event": DONE})
     except TrialLimitReached:

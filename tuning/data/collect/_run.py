@@ -17,13 +17,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tuning.data.collect._fetch import Outcome, SeenHashes, fetch_one, precheck
-from tuning.data.collect._http import Http, RequestFailed, default_user_agent, redact
+from tuning.data.collect._http import READ_TIMEOUT, Http, RequestFailed, default_user_agent, redact
 from tuning.data.collect._registry import Candidate, Provider, get_provider
 from tuning.data.images import image_files
 from tuning.data.manifest import EXCLUDED, read_manifest, status_kind, write_manifest
 from tuning.errors import DataError
 
 DEFAULT_MAX_BYTES = 20_000_000
+#: Seconds one search or download may take in all: a hung host costs about a minute, not retries x read gaps.
+DEFAULT_TIMEOUT = 60.0
 #: How often the manifest is rewritten while collecting, so a killed run loses little provenance.
 SAVE_EVERY = 25
 #: A class becomes a folder name, so it must be one: no separators, no leading dot, no control characters.
@@ -96,7 +98,8 @@ def collect(
     provider: str = "openverse",
     endpoint: str | None = None,
     api_key: str | None = None,
-    timeout: float = 10.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    read_timeout: float | None = None,
     workers: int = 4,
     max_bytes: int = DEFAULT_MAX_BYTES,
     retries: int = 3,
@@ -112,7 +115,11 @@ def collect(
     ``api_key`` is passed in rather than read here so the caller decides where secrets come from; the CLI
     reads the variable the provider declares (``BING_SEARCH_KEY`` for bing). Retries (``retries``,
     exponential from ``backoff`` seconds, ``Retry-After`` honoured up to ``max_wait``) cover 429, 5xx,
-    timeouts and dropped connections only. ``page_size`` is the results per search request [the provider's].
+    timeouts and dropped connections only. ``timeout`` bounds each search and each download as a whole, every
+    try, wait and slow read included, so a host that never answers or drips bytes costs at most that: a download
+    is then skipped with a ``timeout:`` reason, and a search stops the run (every later one would hang as long).
+    Each try gives up after ``read_timeout`` seconds without data [``timeout`` over the tries, at least 10 s].
+    ``page_size`` is the results per search request [the provider's].
     """
     started = time.perf_counter()
     out = Path(out)
@@ -127,6 +134,10 @@ def collect(
             raise DataError(f"{name} must be >= {low}, got {value}")
     if timeout <= 0:
         raise DataError(f"--timeout must be > 0 seconds, got {timeout}")
+    if read_timeout is not None and read_timeout <= 0:
+        raise DataError(f"read_timeout must be > 0 seconds, got {read_timeout}")
+    if read_timeout is None:
+        read_timeout = max(READ_TIMEOUT, timeout / (max(0, retries) + 1))
     base = _endpoint(spec, endpoint, api_key)
     secret = api_key if spec.key_env else None
 
@@ -137,8 +148,9 @@ def collect(
     hashes = SeenHashes(hashes={r["sha256"] for r in rows if r["sha256"] and status_kind(r["status"]) not in EXCLUDED})
     labels = list(dict.fromkeys(q.label for q in parsed))
     result = CollectResult(out, provider, per_class, {}, {})
-    http = Http(timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait, max_redirects=max_redirects,
-                user_agent=user_agent or default_user_agent(), secret=secret, max_bytes=max_bytes)
+    http = Http(timeout=timeout, read_timeout=read_timeout, retries=retries, backoff=backoff, max_wait=max_wait,
+                max_redirects=max_redirects, user_agent=user_agent or default_user_agent(), secret=secret,
+                max_bytes=max_bytes)
     new_rows: list[dict[str, str]] = []
     seen: set[str] = set()
     unsaved = 0
@@ -245,8 +257,8 @@ def _count_existing(out: Path, class_dir: Path, by_path: dict[str, dict[str, str
 class _RoundRobin:
     """Pages from a class's queries in turn, so the images mix every query rather than exhausting the first.
 
-    A search that fails stops only that query (recorded); a rejected key (401/403) stops the run, since every
-    other request would fail the same way.
+    A search that fails stops only that query (recorded); a rejected key (401/403) or a search that timed out
+    stops the run, since every other request would fail the same way (or hang as long).
     """
 
     def __init__(self, searches: list[tuple[str, Iterator[list[Candidate]]]], spec: Provider,
@@ -266,6 +278,11 @@ class _RoundRobin:
                 if exc.reason in ("HTTP 401", "HTTP 403"):
                     hint = f"; check {self._spec.key_env}" if self._spec.key_env else ""
                     raise DataError(f"{self._spec.name} search for '{text}' was refused ({exc.reason}){hint}") from None
+                if exc.timed_out:  # the endpoint hangs: every later search would cost as long, so stop here
+                    detail = exc.reason.partition(": ")[2] or "no data in time on any try"
+                    raise DataError(f"{self._spec.name} search for '{text}' timed out at {exc.url or 'the endpoint'} "
+                                    f"({detail}); raise --timeout (seconds per request, retries included) if the "
+                                    f"service is only slow") from None
                 self._errors.append((text, exc.reason))
                 continue
             self._active.append((text, pages))

@@ -1,0 +1,96 @@
+"""The one reading of a study's trials: which trial is best, how they rank, how many ended in each state.
+
+The search summary, ``tuning retrain`` and the report all name the best trial; when each picked it with its own
+``max`` they disagreed under ``--objective val_loss`` (lowest is best). This floor depends on nothing above it
+(no Optuna import: trials are read through ``state.name``), so every step may stand on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+#: The states a study's trials are counted in, in the order they are shown.
+STATES = ("complete", "pruned", "failed", "running", "waiting")
+_STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+                "WAITING": "waiting"}
+
+
+def direction(objective: str) -> Literal["minimize", "maximize"]:
+    """``val_loss`` is minimised, every other objective (``val_accuracy``) maximised."""
+    return "minimize" if objective == "val_loss" else "maximize"
+
+
+def better(value: float, than: float | None, objective: str) -> bool:
+    """Whether ``value`` beats ``than`` (None: nothing yet) under ``objective``; a non-finite value never does."""
+    if not math.isfinite(value):
+        return False
+    if than is None or not math.isfinite(than):
+        return True
+    return value < than if direction(objective) == "minimize" else value > than
+
+
+def _trials(trials_or_study: Any) -> list[Any]:
+    if hasattr(trials_or_study, "get_trials"):
+        return list(trials_or_study.get_trials(deepcopy=False))
+    return list(trials_or_study)
+
+
+def is_surplus(trial: Any) -> bool:
+    """A trial that lost a start race with other workers: failed at once, trained nothing (see ``run_one``)."""
+    return trial.state.name == "FAIL" and bool(trial.user_attrs.get("surplus"))
+
+
+def real_trials(trials_or_study: Any) -> list[Any]:
+    """Every trial but the surplus ones, which are bookkeeping of the race, not results."""
+    return [t for t in _trials(trials_or_study) if not is_surplus(t)]
+
+
+def completed(trials_or_study: Any) -> list[Any]:
+    """The trials that may be best: complete, with a finite value, in trial order.
+
+    A pruned trial is not among them even when its last intermediate value (which Optuna stores as its value)
+    beats every complete one: it was stopped early, so that value is an epoch's, not the full budget's, and the
+    configuration the retrain would train is not the one measured.
+    """
+    return [t for t in _trials(trials_or_study)
+            if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
+
+
+def best_first(trials: Iterable[Any], objective: str) -> list[Any]:
+    """The trials ranked: the completed ones best first, then the others with a value (pruned: their last
+    epoch's) best first, then those without one; ties in trial order. The first is ``best_trial``'s pick."""
+    sign = 1.0 if direction(objective) == "minimize" else -1.0
+
+    def rank(t: Any) -> tuple[int, float, int]:
+        if t.value is None or not math.isfinite(t.value):
+            return (2, 0.0, t.number)
+        return (0 if t.state.name == "COMPLETE" else 1, sign * t.value, t.number)
+
+    return sorted(trials, key=rank)
+
+
+def best_trial(trials_or_study: Any, objective: str) -> Any | None:
+    """The best complete trial under ``objective`` (the lowest number among equals); None when none completed."""
+    complete = completed(trials_or_study)
+    return best_first(complete, objective)[0] if complete else None
+
+
+def state_name(trial: Any) -> str:
+    """The state as counted and shown (``complete``, ``pruned``, ``failed``, ``running``, ``waiting``)."""
+    return _STATE_NAMES.get(trial.state.name, trial.state.name.lower())
+
+
+def state_counts(trials_or_study: Any) -> dict[str, int]:
+    """Trials per state (every key of ``STATES``, zeros included); surplus trials are not counted at all,
+    as the failure limit does not count them."""
+    out = dict.fromkeys(STATES, 0)
+    for t in real_trials(trials_or_study):
+        out[state_name(t)] = out.get(state_name(t), 0) + 1
+    return out
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``3 complete, 1 pruned``: the states that occurred, in ``STATES`` order; ``none`` for an empty study."""
+    return ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"
