@@ -178,6 +178,41 @@ def test_tensorboard_server_shows_every_trial_in_its_hparams_table(
         assert metrics["val_accuracy"] == pytest.approx(trial.user_attrs["history"]["val_accuracy"][-1], rel=1e-6)
 
 
+NO_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # any import of TensorFlow now fails, as on a JAX or PyTorch install without it
+from pathlib import Path
+from tuning.space import load_space
+from tuning.tracking.tensorboard_writer import TensorBoardTracker
+
+tracker = TensorBoardTracker(Path(sys.argv[1]))
+tracker({"event": "study", "space": load_space(sys.argv[2]), "config": None})
+tracker({"event": "trial_start", "number": 0, "params": {"learning_rate": 0.001, "dropout": 0.2}})
+for epoch in (1, 2):
+    tracker({"event": "epoch", "number": 0, "epoch": epoch, "epochs": 2, "logs": {"val_accuracy": 0.25 * epoch}})
+tracker({"event": "trial_end", "number": 0, "status": "complete", "value": 0.5, "reason": "", "seconds": 1.0})
+tracker.close(None)
+"""
+
+
+def test_tensorboard_files_are_written_without_tensorflow(tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tensorboard.plugins.hparams import metadata
+
+    run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, str(tmp_path), str(tiny_space("alexnet"))],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    acc = _accumulator(tmp_path / "tensorboard" / "trial-0000")
+    assert [(e.step, e.value) for e in acc.Scalars("val_accuracy")] == [(1, 0.25), (2, 0.5)]
+    start = metadata.parse_session_start_info_plugin_data(
+        acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
+    assert {k: v.number_value for k, v in start.hparams.items()} == pytest.approx({"learning_rate": 0.001,
+                                                                                   "dropout": 0.2})
+
+
 def test_tensorboard_keeps_the_first_repeats_epochs_only(
     fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
