@@ -286,6 +286,18 @@ def test_mlflow_logs_the_study_as_parent_and_trials_as_children(
     assert parent.data.tags["tuning.error"] == "StudyError: something"
 
 
+def test_two_mlflow_stores_each_get_every_trial(fake_train: Any, tiny_space: Callable[[str], Path],
+                                                tmp_path: Path) -> None:
+    folder = tmp_path / "two"
+    config, space, data = _setup(tiny_space("alexnet"), folder, trials=2, pruner="none")
+    uris = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
+    with tracking(lambda e: None, check_tracks([f"mlflow:{u}" for u in uris]), folder) as tracked:
+        _search(tracked, config, space, data, folder)
+    for uri in uris:
+        _, children, parent = _runs(uri, config.name)
+        assert len(children) == 2 and parent.info.status == "FINISHED"
+
+
 # ----- failures ----------------------------------------------------------------------------------------------
 class BreaksAfter:
     """A tracker whose backend goes away after ``n`` events (a tracking server that dies mid-study)."""
@@ -368,9 +380,9 @@ def test_an_unreachable_mlflow_server_is_one_warning_and_the_search_finishes(
         study = _search(tracked, config, space, data, folder)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
     notes = [e["message"] for e in seen if e["event"] == "note" and "tracking stopped" in e["message"]]
-    assert len(notes) == 1 and notes[0].startswith("Warning: mlflow tracking stopped (")
-    assert f"127.0.0.1:{port}" in notes[0]  # MLflow's own error, naming the server it could not reach
-    assert tracked.failed.keys() == {"mlflow"}
+    assert len(notes) == 1 and notes[0].startswith(f"Warning: mlflow http://127.0.0.1:{port} tracking stopped (")
+    assert f"127.0.0.1:{port}/api/" in notes[0]  # MLflow's own error, naming the server it could not reach
+    assert tracked.failed.keys() == {f"mlflow http://127.0.0.1:{port}"}
 
 
 def test_an_error_in_the_search_closes_trackers_with_it(tmp_path: Path) -> None:

@@ -42,6 +42,11 @@ class TrackSpec:
     name: str
     uri: str = ""
 
+    @property
+    def label(self) -> str:
+        """How warnings name it; two MLflow stores are two trackers."""
+        return f"{self.name} {self.uri}" if self.uri else self.name
+
 
 def require(module: str, extra: str, what: str) -> None:
     """A missing optional package is one line naming the extra that brings it."""
@@ -139,7 +144,7 @@ def tracking(on_event: OnEvent, tracks: Sequence[TrackSpec], folder: Path) -> It
     trackers: list[tuple[str, Tracker]] = []
     tracked = Tracked(on_event, trackers)
     for spec in tracks:
-        tracked._guard(spec.name, lambda s=spec: trackers.append((s.name, make_tracker(s, folder))))
+        tracked._guard(spec.label, lambda s=spec: trackers.append((s.label, make_tracker(s, folder))))
     tracked.live = dict(trackers)
     try:
         yield tracked
