@@ -469,3 +469,30 @@ def test_trials_in_child_processes_reach_the_parents_trackers(
         acc = _accumulator(outcome.folder / "tensorboard" / f"trial-{trial.number:04d}")
         assert [e.value for e in acc.Scalars("val_accuracy")] == pytest.approx(
             trial.user_attrs["history"]["val_accuracy"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_search_cli_prints_one_warning_for_an_unreachable_tracker_and_succeeds(
+    fake_train: Any, tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, [
+        "search", "--model", "alexnet", "--data", str(tiny_dataset), "--space", str(tiny_space("alexnet")),
+        "--budget", "quick", "--trials", "2", "--epochs", "1", "--study", "cli", "--trials-per-process", "0",
+        "--pruner", "none", "--tensorboard", "--track", f"mlflow:http://127.0.0.1:{port}"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: mlflow")]
+    assert len(warnings) == 1 and "tracking stopped" in warnings[0]
+    assert "Test accuracy" in result.output
+    assert len(list((tmp_path / "runs" / "cli" / "tensorboard").glob("trial-*"))) == 2
