@@ -300,7 +300,7 @@ def test_json_prints_every_row(exported: tuple[ExportResult, Path], tmp_path: Pa
     (tmp_path / "odd" / "broken.png").write_bytes(b"\x89PNG not really")
     code, out, _ = _invoke("predict", str(result.model), str(images["gray.png"]), str(tmp_path / "odd"), "--json")
     assert code == 0
-    rows = json.loads(out)
+    rows = [json.loads(line) for line in out.splitlines()]  # JSON lines: one object per image
     assert len(rows) == 1 + len(images) + 1
     assert [r["error"] for r in rows if "error" in r] == ["not an image (unknown format)"]
 

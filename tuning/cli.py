@@ -51,7 +51,19 @@ def group_by_option(fn: Callable[..., Any]) -> Callable[..., Any]:
              "the group), csv:FILE (columns path,group) or none (clear).")(fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  error: one line 'Error: ...' says what is wrong and what to do
+  2  usage error: an unknown command or option, or a bad option value
+
+\b
+Shell completion (bash; zsh_source and fish_source likewise):
+  eval "$(_TUNING_COMPLETE=bash_source tuning)"
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(package_name="tuning")
 def cli() -> None:
     """Search CNN hyperparameters on a few thousand images, retrain the best, test it and ship it."""
@@ -485,13 +497,19 @@ def _summary(outcome: Any) -> None:
 @click.option("--precision", default="auto", show_default=True,
               help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard scalars and HParams to runs/<study>/tensorboard/ (needs tuning[tensorboard]).")
+@click.option("--track", "track", multiple=True, metavar="mlflow[:URI]",
+              help="Also log to MLflow: the study as a parent run, each trial as a child [URI: "
+                   "sqlite:///runs/mlflow.db]; repeatable (needs tuning[mlflow]).")
 @handle_errors
-def search(data_dir: Path, params: str | None, **options: Any) -> None:
+def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[str, ...], **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
     chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
-    request = SearchRequest(data=data_dir, params=chosen, **options)  # other options are named as its fields
+    request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
+                            **options)  # other options are named as its fields
     _quiet_libraries()
     try:
         outcome = run_search(request, on_event=_progress_printer())
@@ -523,6 +541,26 @@ def report(study: str) -> None:
 
     _quiet_libraries()
     click.echo(f"Report: {build_report(study_folder(study))}")
+
+
+@cli.command()
+@study_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 shows the study, and lets anyone edit it, on the network).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
+@handle_errors
+def dashboard(study: str, host: str, port: int) -> None:
+    """Open the study's own storage in optuna-dashboard (needs tuning[dashboard]); Ctrl-C stops it."""
+    from tuning.pipeline import study_folder
+    from tuning.tracking.dashboard import open_dashboard
+
+    board = open_dashboard(study_folder(study), host=host, port=port)
+    click.echo(f"optuna-dashboard for study '{board.study}' ({board.storage}) at {board.url}")
+    click.echo("Press Ctrl-C to stop.")
+    try:
+        board.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
 
 
 @cli.command()
@@ -602,7 +640,8 @@ def export(study: str, formats: str) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON lines: one object per image (file, top classes or error), one per line.")
 @click.option("--csv", "csv_file", type=click.Path(path_type=Path), default=None,
               help="Write the rows to this CSV file and print only a one-line summary.")
 @click.option("--safe/--no-safe", default=True, show_default=True,
@@ -635,8 +674,9 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, cs
         click.echo(f"Wrote {result.predicted} prediction(s) to {csv_file}; skipped {sum(skipped.values())} "
                    f"file(s){f' ({reasons})' if reasons else ''}")
         return
-    if as_json:
-        click.echo(json.dumps(result.rows, indent=2))
+    if as_json:  # JSON lines: `jq`, pandas.read_json(lines=True) and a shell loop read it a row at a time
+        for row in result.rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
         return
     for row in result.rows:
         if "error" in row:

@@ -57,6 +57,8 @@ class SearchRequest:
     seed: int = 0
     precision: str = "auto"
     runs: Path = Path("runs")
+    #: ``--track`` specs (``tensorboard``, ``mlflow[:URI]``): trackers that receive every progress event.
+    track: tuple[str, ...] = ()
 
 
 @dataclass
@@ -233,17 +235,19 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     """
     from tuning import runtime
     from tuning.engines._storage import open_storage
+    from tuning.tracking import check_tracks, finish, tracking
     from tuning.train import TrialData, check_trainable
 
     start = time.perf_counter()
+    tracks = check_tracks(request.track)  # an unknown tracker or its missing package: before anything is written
     config, space, folder, budget = _resolve(request, None)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
     data = TrialData.for_space(request.data, space, seed=request.seed)
     check_trainable(data, space, folds=config.cv)  # a class missing from a split or fold: refused before the folder
     write_config(folder, config)
-    with runtime.applied(config.runtime):
-        return _execute(request, config, space, folder, budget, data, on_event=on_event, start=start)
+    with runtime.applied(config.runtime), tracking(on_event, tracks, folder) as tracked:
+        return finish(tracked, _execute(request, config, space, folder, budget, data, on_event=tracked, start=start))
 
 
 def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str,
