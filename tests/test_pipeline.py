@@ -8,6 +8,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -420,3 +421,35 @@ def test_summary_retrain_and_report_name_the_same_lowest_loss_trial(
     table = page.split("Trials, best first (val_loss):")[1].split("</table>")[0]
     assert re.findall(r"<tr><td>(\d+)</td><td>(\w+)</td>", table) == [
         ("1", "complete"), ("0", "complete"), ("2", "complete"), ("3", "pruned"), ("4", "failed")]
+
+
+def test_objective_auto_follows_the_class_balance_and_a_resume_keeps_its_own(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Plain accuracy rewards ignoring a small class, so with class weights (unequal classes) auto ranks
+    trials by balanced accuracy; the short names are aliases; a resumed study keeps the objective it has."""
+    import shutil
+
+    from tuning.data.prepare import prepare
+    from tuning.errors import UnknownNameError
+    from tuning.study import write_config
+
+    settings = {"device": "cpu", "inter_op_threads": 1, "precision": "float32"}
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    base = {"model": "alexnet", "data": data, "space": str(tiny_space("alexnet")), "budget": "quick"}
+
+    def objective(**changes: Any) -> str:
+        return resolve_config(SearchRequest(**{**base, "study": str(tmp_path / "s"), **changes}),
+                              settings=settings).objective
+
+    prepare(data, size=32)
+    assert objective() == "val_accuracy"
+    prepare(data, size=32, balance="weights")
+    assert objective() == "val_balanced_accuracy"
+    assert objective(objective="macro_f1") == "val_macro_f1" and objective(objective="val_loss") == "val_loss"
+    write_config(tmp_path / "s", resolve_config(SearchRequest(**base, study=str(tmp_path / "s"),
+                                                              objective="accuracy"), settings=settings))
+    assert objective() == "val_accuracy"  # resuming: auto keeps the study's own
+    with pytest.raises(UnknownNameError, match="unknown --objective 'f1'; known: accuracy, auto, balanced_accuracy, "):
+        objective(objective="f1")

@@ -189,3 +189,53 @@ def test_patience_does_not_cut_a_cosine_schedule_before_its_last_third(tiny_data
     kept = _val_metrics(result.model, data, cosine)
     assert kept["accuracy"] == pytest.approx(result.history["val_accuracy"][result.best_epoch], abs=1e-6)
     assert kept["loss"] == pytest.approx(result.history["val_loss"][result.best_epoch], rel=1e-4)
+
+
+def test_balanced_accuracy_and_macro_f1_equal_the_hand_computed_values_over_batches() -> None:
+    """Accumulated over several batches, as Keras does over an epoch; checked against tuning.metrics.summarize
+    (the test-set metrics, computed from a confusion matrix by hand) and a hand-written macro F1."""
+    from tuning.metrics import confusion_matrix, summarize
+    from tuning.models._metrics import BalancedAccuracy, MacroF1
+
+    rng = np.random.default_rng(3)
+    y = rng.choice(3, size=90, p=[0.7, 0.2, 0.1])
+    pred = np.where(rng.random(90) < 0.6, y, rng.integers(0, 3, 90))
+    probs = np.eye(3)[pred] * 0.8 + 0.1
+    metrics = [BalancedAccuracy(3), MacroF1(3)]
+    for metric in metrics:
+        for start in range(0, 90, 32):
+            metric.update_state(np.eye(3)[y[start:start + 32]], probs[start:start + 32])
+    cm = confusion_matrix(y, pred, 3)
+    expected_f1 = np.mean([2 * cm[i, i] / (cm[i].sum() + cm[:, i].sum()) for i in range(3)])
+    assert float(metrics[0].result()) == pytest.approx(summarize(cm, ["a", "b", "c"])["balanced_accuracy"], abs=1e-6)
+    assert float(metrics[1].result()) == pytest.approx(expected_f1, abs=1e-6)
+    assert float(metrics[0].result()) != pytest.approx(float(np.mean(pred == y)), abs=1e-3)  # not plain accuracy
+    metrics[0].reset_state()
+    metrics[0].update_state(np.eye(3)[[0, 0]], np.eye(3)[[0, 1]])  # classes 1 and 2 absent: mean over class 0
+    assert float(metrics[0].result()) == pytest.approx(0.5)
+
+
+def test_a_balanced_accuracy_trial_keeps_the_epoch_that_objective_rates_best(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Every epoch logs val_balanced_accuracy and val_macro_f1; with it as the objective the kept weights are
+    those of its best epoch, and the model saves and loads with the metrics compiled in."""
+    space = load_space(str(tiny_space("alexnet")))
+    data = TrialData.for_space(tiny_dataset, space, seed=0)
+    params = space.resolve({"learning_rate": 1e-3})
+    result = train_trial("alexnet", params, data, space, epochs=3, seed=0, keep_model=True,
+                         objective="val_balanced_accuracy")
+    assert result.status == "complete"
+    for key in ("balanced_accuracy", "val_balanced_accuracy", "macro_f1", "val_macro_f1"):
+        assert len(result.history[key]) == 3
+    best = result.history["val_balanced_accuracy"][result.best_epoch]
+    assert best == max(result.history["val_balanced_accuracy"])
+    assert result.objective("val_balanced_accuracy") == best
+    x, y, _ = data.split(32, "70/15/15")["val"]
+    pred = np.argmax(result.model.predict(x, verbose=0), axis=1)
+    recalls = [np.mean(pred[y == c] == c) for c in np.unique(y)]
+    assert float(np.mean(recalls)) == pytest.approx(best, abs=1e-6)
+    path = tmp_path / "m.keras"
+    result.model.save(path)
+    loaded = keras.saving.load_model(path)  # safe mode: the metrics are registered classes, not code
+    assert np.allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)

@@ -362,6 +362,11 @@ def data_review(dataset: Path, out: Path | None, rejects: tuple[Path, ...]) -> N
 
 
 # ----- search --------------------------------------------------------------------------------------------
+#: How the per-trial line names each objective.
+SHORT_OBJECTIVES = {"val_accuracy": "val_acc", "val_loss": "val_loss", "val_balanced_accuracy": "bal_acc",
+                    "val_macro_f1": "macro_f1"}
+
+
 def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
     """Live lines: one per epoch on a terminal (overwritten), one per finished trial always."""
     from tuning.trials import better
@@ -383,6 +388,8 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
                            f"trainings); the test images of split {split} stay untouched")
             elif event["space"].scored_val_fraction() is not None:
                 click.echo("Every split scheme is scored on the same validation images (the share all of them have)")
+            click.echo(f"Objective: {config.objective}" + (f" ({event['objective_note']})"
+                                                            if event.get("objective_note") else ""))
             state["searched"] = event["space"].search
             click.echo(f"Searching: {', '.join(state['searched']) or '(nothing: base values only)'}")
         elif kind == "trial_start":
@@ -402,7 +409,7 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             eta = state["seconds"] / state["done"] * max(0, state.get("total", 0) - state["done"])
             shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
             best = f"{state['best']:.3f}" if state["best"] is not None else "  -  "  # none complete yet
-            short = "val_loss" if state["objective"] == "val_loss" else "val_acc"
+            short = SHORT_OBJECTIVES.get(state["objective"], state["objective"])
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
                        f"{short} {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
@@ -440,7 +447,7 @@ def _summary(outcome: Any) -> None:
         click.echo(f"Reduced CPU budget '{outcome.config.budget}': {describe_reduced(outcome.reduced)} "
                    f"(the study's own settings: --budget full)")
     click.echo(f"Trials: {counts}")
-    objective = outcome.config.objective.replace("val_", "validation ")
+    objective = outcome.config.objective.replace("val_", "validation ").replace("_", " ")
     click.echo(f"Best trial #{outcome.best_number}: {objective} {outcome.best_value:.3f}")
     for key, value in outcome.best_params.items():
         click.echo(f"  {key:<14} {_short(value)}")
@@ -467,7 +474,10 @@ def _summary(outcome: Any) -> None:
 @click.option("--sampler", default="auto", show_default=True,
               help="optuna: tpe (auto), gp, cmaes, random, grid; kerastuner: bayesian (auto), random, hyperband.")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none (optuna).")
-@click.option("--objective", default="val_accuracy", show_default=True, help="val_accuracy or val_loss.")
+@click.option("--objective", default="auto", show_default=True,
+              help="What trials are ranked by on the validation split: balanced_accuracy (mean per-class recall), "
+                   "macro_f1, val_accuracy or val_loss; auto: balanced_accuracy when the dataset is prepared with "
+                   "class weights (unequal classes), val_accuracy otherwise (a resumed study keeps its own).")
 @click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
               help="Score each configuration by K-fold cross-validation over train+val (stratified, groups kept "
                    "whole): the mean of K trainings; pruning watches fold 1. The test split is untouched.")

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from tuning.engines import ENGINES, OnEvent
 from tuning.errors import StudyError, UnknownNameError
 from tuning.space import SearchSpace, load_space
 from tuning.study import (
+    SearchOutcome,
     StudyConfig,
     absolute_storage,
     check_study_folder,
@@ -40,7 +41,7 @@ class SearchRequest:
     engine: str = "optuna"
     sampler: str = "auto"
     pruner: str = "median"
-    objective: str = "val_accuracy"
+    objective: str = "auto"
     repeats: int = 1
     cv: int = 1
     workers: int = 1
@@ -61,21 +62,6 @@ class SearchRequest:
     track: tuple[str, ...] = ()
 
 
-@dataclass
-class SearchOutcome:
-    folder: Path
-    config: StudyConfig
-    best_params: dict[str, Any]
-    best_value: float
-    best_number: int
-    counts: dict[str, int]  # tuning.trials.state_counts: every state, surplus trials left out
-    metrics: dict[str, Any]
-    report: Path
-    model: Path
-    seconds: float
-    reduced: dict[str, Any] = field(default_factory=dict)
-
-
 def study_folder(study: str, runs: Path = Path("runs")) -> Path:
     """``--study NAME`` lives in ``runs/NAME``; a value with a slash is taken as the folder itself.
 
@@ -86,7 +72,29 @@ def study_folder(study: str, runs: Path = Path("runs")) -> Path:
 
 
 DEFAULT_SAMPLERS = {"optuna": "tpe", "kerastuner": "bayesian", "staged": "one-factor-at-a-time"}
-OBJECTIVES = ("val_accuracy", "val_loss")
+OBJECTIVES = ("val_accuracy", "val_loss", "val_balanced_accuracy", "val_macro_f1")
+#: Short names the options also take.
+OBJECTIVE_ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "balanced_accuracy": "val_balanced_accuracy",
+                     "macro_f1": "val_macro_f1"}
+
+
+def objective_name(requested: str) -> str:
+    """``--objective`` as stored: the validation metric's history key (``balanced_accuracy`` is an alias)."""
+    name = OBJECTIVE_ALIASES.get(requested, requested)
+    if name not in (*OBJECTIVES, "auto"):
+        raise UnknownNameError("--objective", requested, ("auto", *OBJECTIVES, *OBJECTIVE_ALIASES))
+    return name
+
+
+def auto_objective(dataset: Path) -> tuple[str, str]:
+    """(objective, why) for ``--objective auto``: balanced accuracy when class weights are in use (the prepared
+    classes are unequal, so plain accuracy would reward ignoring the small ones), accuracy otherwise."""
+    from tuning.data.prepare import cache_settings
+
+    settings = cache_settings(dataset)
+    if settings is not None and settings[2] == "weights":
+        return "val_balanced_accuracy", "auto: the dataset is prepared with class weights (classes of unequal size)"
+    return "val_accuracy", "auto: the prepared classes are balanced"
 
 
 def _ignore(event: Mapping[str, Any]) -> None:
@@ -142,8 +150,7 @@ def _check_request(request: SearchRequest) -> None:
         check_sampler(request.sampler)  # a missing package (gp: torch) before anything is written
     if request.pruner not in PRUNERS:
         raise UnknownNameError("--pruner", request.pruner, PRUNERS)
-    if request.objective not in OBJECTIVES:
-        raise UnknownNameError("objective", request.objective, OBJECTIVES)
+    objective_name(request.objective)
     if request.workers > 1 and request.engine != "optuna":
         raise StudyError(f"--workers applies to the optuna engine; {request.engine} runs one trial at a time here "
                          "(Keras Tuner scales out with its own chief/worker mode, see the README)")
@@ -198,6 +205,9 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
     old = read_config(folder) if study_paths(folder)["config"].exists() else None
     if old is not None and request.precision == "auto":
         settings["precision"] = old.precision  # resuming: auto keeps what the study trained with
+    objective = objective_name(request.objective)
+    if objective == "auto":  # resuming: auto keeps the study's objective, else it follows the dataset
+        objective = old.objective if old is not None else auto_objective(Path(request.data))[0]
     if request.storage:
         storage = absolute_storage(request.storage, Path.cwd())
     else:  # no --storage: the study's own, else a journal in its folder
@@ -208,7 +218,7 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
         pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
         epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
-        objective=request.objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
+        objective=objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
         split_version=SPLIT_VERSION,
         dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
@@ -252,7 +262,11 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
 
 def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str,
              data: TrialData, *, on_event: OnEvent, start: float) -> SearchOutcome | None:
-    on_event({"event": "study", "folder": str(folder), "config": config, "space": space})
+    note = ""  # why --objective auto chose what it did, for the summary
+    if objective_name(request.objective) == "auto":
+        chosen, why = auto_objective(Path(request.data))
+        note = why if config.objective == chosen else "auto: the resumed study's own"
+    on_event({"event": "study", "folder": str(folder), "config": config, "space": space, "objective_note": note})
 
     from tuning.engines import run_engine
     from tuning.engines._common import wait_for_others

@@ -64,6 +64,24 @@ class StudyConfig:
         return str(self.runtime.get("precision", "float32"))
 
 
+@dataclass
+class SearchOutcome:
+    """What a finished search produced, as the summary shows it (``tuning.pipeline.run_search`` returns it;
+    it lives on this floor so trackers and other consumers need not import the pipeline)."""
+
+    folder: Path
+    config: StudyConfig
+    best_params: dict[str, Any]
+    best_value: float
+    best_number: int
+    counts: dict[str, int]  # tuning.trials.state_counts: every state, surplus trials left out
+    metrics: dict[str, Any]
+    report: Path
+    model: Path
+    seconds: float
+    reduced: dict[str, Any] = field(default_factory=dict)
+
+
 def package_versions() -> dict[str, str]:
     out = {}
     for name in PACKAGES:

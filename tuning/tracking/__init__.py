@@ -23,7 +23,7 @@ from tuning.errors import ToolkitError, UnknownNameError
 
 if TYPE_CHECKING:
     from tuning.engines import OnEvent
-    from tuning.pipeline import SearchOutcome
+    from tuning.study import SearchOutcome
 
 #: ``--track`` names and the (module, extra) each one needs.
 TRACKERS: dict[str, tuple[str, str]] = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuning.pipeline import SearchOutcome
-    from tuning.study import StudyConfig
+    from tuning.study import SearchOutcome, StudyConfig
 
 #: StudyConfig fields logged as the parent run's parameters (fixed for a study: a resume must match them).
 STUDY_PARAMS = ("model", "dataset", "engine", "sampler", "pruner", "budget", "epochs", "seed", "objective",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuning.pipeline import SearchOutcome
     from tuning.space import SearchSpace
+    from tuning.study import SearchOutcome
 
 #: Metrics the HParams table shows as columns (the last value written in each trial's run).
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "objective")
