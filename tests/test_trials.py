@@ -16,7 +16,9 @@ from tuning.trials import (
     better,
     completed,
     describe_counts,
+    describe_pruned,
     direction,
+    pruned_epochs,
     state_counts,
 )
 
@@ -96,3 +98,20 @@ def test_state_counts_leave_surplus_failures_out() -> None:
 ])
 def test_better_follows_the_objective(value: float, than: float | None, objective: str, expected: bool) -> None:
     assert better(value, than, objective) is expected
+
+
+def test_pruned_epochs_say_when_each_pruned_trial_stopped() -> None:
+    """The summary names how early pruning struck: from the recorded curve, else the last reported step."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    curves = {"loss": [1.0, 0.9], "val_accuracy": [0.3, 0.4]}
+    for state, attrs, steps in ((TrialState.COMPLETE, {"history": {"loss": [1, 1, 1, 1]}}, {}),
+                                (TrialState.PRUNED, {"history": curves}, {0: 0.3, 1: 0.4}),
+                                (TrialState.PRUNED, {}, {0: 0.2, 1: 0.2, 2: 0.25}),
+                                (TrialState.FAIL, {"surplus": True}, {})):
+        study.add_trial(create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                                     params={"learning_rate": 1e-3}, distributions=DISTRIBUTIONS, user_attrs=attrs,
+                                     intermediate_values=steps or None))
+    assert pruned_epochs(study) == [2, 3]
+    assert describe_pruned([2, 3, 2], 10, 8) == "Pruned 3 of 10 trials, after epoch 2 (x2), 3 of 8"
+    assert describe_pruned([], 10, 8) == ""

@@ -435,7 +435,7 @@ def _headline_notes(metrics: Mapping[str, Any]) -> None:
 
 def _summary(outcome: Any) -> None:
     from tuning.pipeline import describe_reduced
-    from tuning.trials import describe_counts
+    from tuning.trials import describe_counts, describe_pruned
 
     m = outcome.metrics
     low, high = m["accuracy_ci95"]
@@ -447,6 +447,8 @@ def _summary(outcome: Any) -> None:
         click.echo(f"Reduced CPU budget '{outcome.config.budget}': {describe_reduced(outcome.reduced)} "
                    f"(the study's own settings: --budget full)")
     click.echo(f"Trials: {counts}")
+    if outcome.pruned_at:
+        click.echo(describe_pruned(outcome.pruned_at, sum(outcome.counts.values()), outcome.config.epochs))
     objective = outcome.config.objective.replace("val_", "validation ").replace("_", " ")
     click.echo(f"Best trial #{outcome.best_number}: {objective} {outcome.best_value:.3f}")
     for key, value in outcome.best_params.items():

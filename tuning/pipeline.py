@@ -275,7 +275,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
-    from tuning.trials import best_trial, state_counts
+    from tuning.trials import best_trial, pruned_epochs, state_counts
 
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
@@ -299,7 +299,8 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     report = build_report(folder)
     model = export_study(folder).model
     return SearchOutcome(folder, config, best_params, best.value, best.number, state_counts(study), metrics, report,
-                         model, time.perf_counter() - start, reduced=_reduced(space, budget))
+                         model, time.perf_counter() - start, reduced=_reduced(space, budget),
+                         pruned_at=pruned_epochs(study))
 
 
 def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:

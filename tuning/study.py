@@ -80,6 +80,7 @@ class SearchOutcome:
     model: Path
     seconds: float
     reduced: dict[str, Any] = field(default_factory=dict)
+    pruned_at: list[int] = field(default_factory=list)  # tuning.trials.pruned_epochs
 
 
 def package_versions() -> dict[str, str]:

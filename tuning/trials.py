@@ -91,6 +91,26 @@ def state_counts(trials_or_study: Any) -> dict[str, int]:
     return out
 
 
+def pruned_epochs(trials_or_study: Any) -> list[int]:
+    """The epoch each pruned trial was stopped after, in trial order: what a summary shows so that pruning
+    too early (before curves rank configurations) is visible."""
+    out = []
+    for t in real_trials(trials_or_study):
+        if state_name(t) == "pruned":
+            history = (t.user_attrs or {}).get("history") or {}
+            ran = len(history.get("loss", [])) or (int(t.last_step) + 1 if t.last_step is not None else 0)
+            out.append(ran)
+    return out
+
+
+def describe_pruned(epochs: list[int], total: int, of_epochs: int) -> str:
+    """``Pruned 3 of 10 trials, after epoch 2 (x2), 4 of 10``; empty when none was pruned."""
+    if not epochs:
+        return ""
+    shown = ", ".join(f"{e}" + (f" (x{epochs.count(e)})" if epochs.count(e) > 1 else "") for e in sorted(set(epochs)))
+    return f"Pruned {len(epochs)} of {total} trials, after epoch {shown} of {of_epochs}"
+
+
 def describe_counts(counts: dict[str, int]) -> str:
     """``3 complete, 1 pruned``: the states that occurred, in ``STATES`` order; ``none`` for an empty study."""
     return ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"
