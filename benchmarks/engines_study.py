@@ -53,12 +53,26 @@ ENGINES: dict[str, tuple[str, str, str, float]] = {
     "staged": ("staged", "one-factor-at-a-time", "none", 1.0),
     "random": ("optuna", "random", "none", 2.0),
     "tpe-median": ("optuna", "tpe", "median", 2.0),
+    "tpe-median-early": ("optuna", "tpe", "median", 2.0),
     "tpe-hyperband": ("optuna", "tpe", "hyperband", 4.0),
     "cmaes": ("optuna", "cmaes", "none", 2.0),
     "gp": ("optuna", "gp", "none", 2.0),
     "kt-bayesian": ("kerastuner", "bayesian", "none", 2.0),
     "kt-hyperband": ("kerastuner", "hyperband", "none", 4.0),
 }
+
+
+#: Engines replayed with another pruner than the toolkit's default for their --pruner: the median pruner as it
+#: was before its calibration (prunes from the 3rd trial on, after epoch 1), to measure what the change buys.
+PRUNERS: dict[str, Callable[[int], Any]] = {
+    "tpe-median-early": lambda epochs: _median(2, 1),
+}
+
+
+def _median(startup: int, warmup: int) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -176,16 +190,19 @@ class TableTrain:
 
 
 @contextlib.contextmanager
-def patched(fake: TableTrain) -> Iterator[None]:
+def patched(fake: TableTrain, pruner: Callable[[int], Any] | None) -> Iterator[None]:
     import tuning.engines._common as common
+    import tuning.engines.optuna_engine as optuna_engine
     import tuning.train as train
 
-    saved = common.train_trial, train.check_trainable
+    saved = common.train_trial, train.check_trainable, optuna_engine.make_pruner
     common.train_trial, train.check_trainable = fake, lambda *a, **k: None
+    if pruner is not None:
+        optuna_engine.make_pruner = lambda name, epochs: pruner(epochs)
     try:
         yield
     finally:
-        common.train_trial, train.check_trainable = saved
+        common.train_trial, train.check_trainable, optuna_engine.make_pruner = saved
 
 
 def replay(label: str, table: Mapping[str, dict[str, Any]], space: Any, data: Any, *, epochs: int, seed: int,
@@ -204,7 +221,7 @@ def replay(label: str, table: Mapping[str, dict[str, Any]], space: Any, data: An
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # CMA-ES warns on every categorical draw
-    with patched(fake), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # Keras Tuner prints
+    with patched(fake, PRUNERS.get(label)), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         run_engine(config, space, data, folder, on_event=lambda e: None)
     trace, spent, best, test = [], 0, -math.inf, math.nan
     for key, ran, status in fake.calls:
