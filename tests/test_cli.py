@@ -80,6 +80,7 @@ def test_models_show_prints_the_layer_table_and_draws_it(tmp_path: Path) -> None
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_search_progress_and_summary_follow_a_val_loss_objective(
     fake_train: Any, tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -154,6 +154,7 @@ def test_metrics_and_report_say_whether_the_test_split_is_group_disjoint_and_hol
     assert ("Beats the trivial baseline" if base["beats"] else "does not beat the trivial baseline") in html
 
 
+@pytest.mark.slow
 def test_a_grouped_dataset_is_tested_on_unseen_groups_and_the_summary_says_so(
         tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
     """Families kept apart (demo --groups, prepare --group-by folder): no family of the test split was trained

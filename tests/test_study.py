@@ -174,6 +174,7 @@ def _report_lists_the_trial(folder: Path) -> None:
     assert "<tr><td>0</td><td>complete</td>" in page.split("Trials, best first")[1]
 
 
+@pytest.mark.slow
 def test_config_on_disk_names_paths_relative_to_the_folder(project: Path) -> None:
     on_disk = tomllib.loads((project / "runs" / "rel" / "config.toml").read_text())
     assert on_disk["storage"] == "journal:optuna.journal"
@@ -210,6 +211,7 @@ def test_a_copied_study_folder_reports_and_exports_with_the_original_gone(projec
     assert read_config(copy).storage == f"journal:{(copy / 'optuna.journal').as_posix()}"
 
 
+@pytest.mark.slow
 def test_a_moved_project_retrains_its_study(project: Path, tmp_path: Path) -> None:
     """Moved whole (datasets and runs together), the study still finds its images and retrains."""
     moved = tmp_path / "moved"

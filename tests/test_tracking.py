@@ -114,6 +114,7 @@ def test_tensorboard_files_hold_every_trials_epochs_and_hparams(
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
 
 
+@pytest.mark.slow
 def test_tensorboard_server_shows_every_trial_in_its_hparams_table(
     fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -241,6 +242,7 @@ def _runs(uri: str, name: str) -> tuple[Any, list[Any], Any]:
     return client, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id], parents[0]
 
 
+@pytest.mark.slow
 def test_mlflow_logs_the_study_as_parent_and_trials_as_children(
     fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -286,6 +288,7 @@ def test_mlflow_logs_the_study_as_parent_and_trials_as_children(
     assert parent.data.tags["tuning.error"] == "StudyError: something"
 
 
+@pytest.mark.slow
 def test_two_mlflow_stores_each_get_every_trial(fake_train: Any, tiny_space: Callable[[str], Path],
                                                 tmp_path: Path) -> None:
     folder = tmp_path / "two"
@@ -336,6 +339,7 @@ def test_a_tracker_that_breaks_mid_study_warns_once_and_the_search_goes_on(
         assert len(_accumulator(folder / "tensorboard" / f"trial-{n:04d}").Scalars("val_accuracy")) == 2
 
 
+@pytest.mark.slow
 def test_an_mlflow_store_that_breaks_mid_study_is_one_warning_and_the_search_finishes(
     fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:

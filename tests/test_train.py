@@ -215,6 +215,7 @@ def test_balanced_accuracy_and_macro_f1_equal_the_hand_computed_values_over_batc
     assert float(metrics[0].result()) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_a_balanced_accuracy_trial_keeps_the_epoch_that_objective_rates_best(
     tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
