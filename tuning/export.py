@@ -24,7 +24,7 @@ from typing import Any
 from tuning import _io
 from tuning.errors import StudyError, ToolkitError, UnknownNameError
 from tuning.evaluate import save_model
-from tuning.study import package_versions, read_config, study_paths
+from tuning.study import StudyConfig, package_versions, read_config, study_paths
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 ARTEFACTS = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
@@ -171,7 +171,7 @@ def content_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _card(config: Any, metrics: dict[str, Any], result: ExportResult, folder: Path) -> dict[str, Any]:
+def _card(config: StudyConfig, metrics: dict[str, Any], result: ExportResult, folder: Path) -> dict[str, Any]:
     size = int(metrics["params"]["image_size"])
     manifest = Path(config.dataset) / "manifest.csv"
     test_keys = ("n", "accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc_macro", "per_class", "seeds",

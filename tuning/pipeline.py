@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning.data.splits import SPLIT_VERSION
-from tuning.engines import ENGINES, OnEvent
+from tuning.engines import ENGINES, OnEvent, RetrainEvent, StudyEvent
 from tuning.errors import StudyError, UnknownNameError
 from tuning.space import SearchSpace, load_space
 from tuning.study import (
@@ -266,7 +266,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     if objective_name(request.objective) == "auto":
         chosen, why = auto_objective(Path(request.data))
         note = why if config.objective == chosen else "auto: the resumed study's own"
-    on_event({"event": "study", "folder": str(folder), "config": config, "space": space, "objective_note": note})
+    on_event(StudyEvent(event="study", folder=str(folder), config=config, space=space, objective_note=note))
 
     from tuning.engines import run_engine
     from tuning.engines._common import wait_for_others
@@ -294,7 +294,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     if best is None:
         raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
     best_params = space.resolve(best.params)
-    on_event({"event": "retrain", "params": best_params})
+    on_event(RetrainEvent(event="retrain", params=best_params))
     metrics = retrain_and_test(config, space, data, best_params, folder)
     report = build_report(folder)
     model = export_study(folder).model

@@ -1,7 +1,7 @@
 """TensorFlow/Keras settings (threads, dtype policy), applied for a block that restores the caller's own.
 
-Measured on a 2-core CPU: one inter-op thread made a half-width VGG16 train about 1.7x faster, so that is
-the CPU default; GPUs keep TensorFlow's own choice. The settings used are written to the study's config.
+On a CPU one inter-op thread is the default (on 2 cores TensorFlow's own pools oversubscribe them); GPUs keep
+TensorFlow's own choice. The settings used are written to the study's config.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def load_tensorflow() -> bool:
 
 
 #: Keras dtype policies a search may train under. ``auto``: mixed_bfloat16 on a CPU with bfloat16 units (1.4x
-#: to 4x faster here, same losses; BENCHMARKS.md), float32 elsewhere (emulated bf16 is slower; GPUs unmeasured).
+#: to 4.4x faster here, same losses; BENCHMARKS.md "Precision"), float32 elsewhere (emulated bf16 is slower;
+#: GPUs unmeasured).
 #: Exported models always compute in float32.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 

@@ -11,6 +11,9 @@ import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
+#: How one training run ended (``TrialResult.status``, an engine's ``Outcome.status``, a ``trial_end`` event).
+TrialStatus = Literal["complete", "pruned", "failed"]
+
 #: The states a study's trials are counted in, in the order they are shown.
 STATES = ("complete", "pruned", "failed", "running", "waiting")
 _STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",

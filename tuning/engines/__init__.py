@@ -4,9 +4,64 @@ trial in the study's Optuna storage, which is the single record reports and resu
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-#: Progress events the CLI turns into lines: {"event": "trial_start" | "epoch" | "trial_end", ...}.
+from tuning.trials import TrialStatus
+
+if TYPE_CHECKING:
+    from tuning.space import SearchSpace
+    from tuning.study import StudyConfig
+    from tuning.train import TrialData
+
+
+# Progress events, one dict each: the CLI turns them into lines, trackers log them, worker processes relay them
+# to the parent through a queue (so they stay plain dicts). ``number`` is the trial's key (Keras Tuner's are str).
+class StudyEvent(TypedDict):
+    event: Literal["study"]
+    folder: str
+    config: StudyConfig
+    space: SearchSpace
+    objective_note: str  # why --objective auto chose the objective ("" when it was asked for)
+
+
+class TrialStartEvent(TypedDict):
+    event: Literal["trial_start"]
+    number: int | str
+    params: dict[str, Any]
+
+
+class EpochEvent(TypedDict):
+    event: Literal["epoch"]
+    number: int | str
+    epoch: int  # 1-based
+    epochs: int
+    logs: Mapping[str, float]
+
+
+class TrialEndEvent(TypedDict):
+    event: Literal["trial_end"]
+    number: int | str
+    status: TrialStatus
+    value: float
+    reason: str
+    seconds: float
+    pid: int
+    rss_mb: float
+
+
+class NoteEvent(TypedDict):
+    event: Literal["note"]
+    message: str  # an engine or tracker explains something the user should know (fewer trials, a warning)
+
+
+class RetrainEvent(TypedDict):
+    event: Literal["retrain"]
+    params: dict[str, Any]
+
+
+Event = StudyEvent | TrialStartEvent | EpochEvent | TrialEndEvent | NoteEvent | RetrainEvent
+#: Receives every ``Event`` (read as a mapping: relayed events arrive as plain dicts).
 OnEvent = Callable[[Mapping[str, Any]], None]
 ENGINES = ("optuna", "kerastuner", "staged")
 
@@ -15,8 +70,8 @@ class TrialLimitReached(Exception):
     """This process trained its share of trials (``limit``) before the study was complete."""
 
 
-def run_engine(config: Any, space: Any, data: Any, folder: Any, *, on_event: OnEvent, worker: int = 0,
-               limit: int | None = None, first_trial: int | None = None) -> Any:
+def run_engine(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, *, on_event: OnEvent,
+               worker: int = 0, limit: int | None = None, first_trial: int | None = None) -> Any:
     """Run ``config.engine``; each returns the Optuna study that records its trials.
 
     ``worker`` numbers the processes sharing a study (their samplers must not draw the same points);

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from tuning import _io
-from tuning.engines import OnEvent, TrialLimitReached
+from tuning.engines import EpochEvent, OnEvent, TrialEndEvent, TrialLimitReached, TrialStartEvent
 from tuning.errors import StudyError
 from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
-from tuning.trials import direction  # noqa: F401 - re-exported: the engines set their study's direction with it
+from tuning.trials import TrialStatus, direction  # noqa: F401 - re-exported: the engines set their study's direction with it
 
 #: Called per epoch of the first run (repeat 0; with --cv, its fold 0) with (epoch index, objective value);
 #: True prunes the trial. Every trial is pruned on the same fold, so their curves are comparable.
@@ -33,7 +33,7 @@ POLL_SECONDS = 2.0
 class Outcome:
     """One configuration's result over its repeats; ``value`` is the mean objective."""
 
-    status: str
+    status: TrialStatus
     value: float
     reason: str = ""
     spread: float = 0.0
@@ -58,7 +58,7 @@ class TrialRunner:
     def run(self, key: str | int, params: Mapping[str, Any], *, epochs: int | None = None,
             report: Reporter | None = None) -> Outcome:
         epochs = epochs or self.config.epochs
-        self.on_event({"event": "trial_start", "number": key, "params": dict(params)})
+        self.on_event(TrialStartEvent(event="trial_start", number=key, params=dict(params)))
         objective = self.config.objective
         results = []
         folds = self.config.cv
@@ -66,7 +66,7 @@ class TrialRunner:
         for index, (repeat, fold) in enumerate(runs):
 
             def hook(epoch: int, logs: Mapping[str, float], first: bool = index == 0) -> bool:
-                self.on_event({"event": "epoch", "number": key, "epoch": epoch + 1, "epochs": epochs, "logs": logs})
+                self.on_event(EpochEvent(event="epoch", number=key, epoch=epoch + 1, epochs=epochs, logs=logs))
                 return first and report is not None and report(epoch, float(logs.get(objective, math.nan)))
 
             data = self.data.with_fold(fold, folds) if folds > 1 else self.data
@@ -89,8 +89,8 @@ class TrialRunner:
             "history": results[0].history, "repeats": [r.history for r in results[1:]], "values": values,
             "folds": self.config.cv,
         })
-        self.on_event({"event": "trial_end", "number": key, "status": outcome.status, "value": outcome.value,
-                       "reason": outcome.reason, "seconds": outcome.seconds, "pid": os.getpid(), "rss_mb": rss_mb()})
+        self.on_event(TrialEndEvent(event="trial_end", number=key, status=outcome.status, value=outcome.value,
+                                    reason=outcome.reason, seconds=outcome.seconds, pid=os.getpid(), rss_mb=rss_mb()))
         return outcome
 
 

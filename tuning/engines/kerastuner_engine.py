@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuning.engines import OnEvent
+from tuning.engines import NoteEvent, OnEvent
 from tuning.engines._common import TrialRunner, check_failures, direction, finished, record_attrs
 from tuning.engines.optuna_engine import load_study
 from tuning.errors import UnknownNameError
@@ -123,7 +123,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
         kt_config.DEBUG = debug
     done = finished(study)
     if done < config.trials and not is_worker():
-        on_event({"event": "note", "message": f"Keras Tuner ({config.sampler}) found no new configuration in "
-                  f"the search space after {done} finished trials of --trials {config.trials}: the space holds "
-                  "no more distinct points; widen it (--params, the space file) for more"})
+        on_event(NoteEvent(event="note", message=f"Keras Tuner ({config.sampler}) found no new configuration in "
+                           f"the search space after {done} finished trials of --trials {config.trials}: the space "
+                           "holds no more distinct points; widen it (--params, the space file) for more"))
     return study

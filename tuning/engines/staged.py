@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tuning.engines import OnEvent, TrialLimitReached
+from tuning.engines import NoteEvent, OnEvent, TrialLimitReached
 from tuning.engines._common import TrialRunner, fail_dead_workers, run_one
 from tuning.engines.optuna_engine import load_study
 from tuning.space import SearchSpace, Value
@@ -82,6 +82,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
                     best, chosen = score, {**chosen, name: value}
     except _Enough:
         plan = plan_size(space)
-        on_event({"event": "note", "message": f"Staged: stopped after {config.trials} finished trials of the "
-                  f"plan's {plan} (--trials {config.trials}); rerun with --trials {plan} to continue the plan"})
+        on_event(NoteEvent(event="note", message=f"Staged: stopped after {config.trials} finished trials of the "
+                           f"plan's {plan} (--trials {config.trials}); rerun with --trials {plan} to continue "
+                           "the plan"))
     return study
