@@ -94,6 +94,12 @@ def state_counts(trials_or_study: Any) -> dict[str, int]:
     return out
 
 
+def finished_count(trials_or_study: Any) -> int:
+    """Complete and pruned trials: what ``--trials`` counts for every engine (a failed trial is replaced)."""
+    counts = state_counts(trials_or_study)
+    return counts["complete"] + counts["pruned"]
+
+
 def pruned_epochs(trials_or_study: Any) -> list[int]:
     """The epoch each pruned trial was stopped after, in trial order: what a summary shows so that pruning
     too early (before curves rank configurations) is visible."""

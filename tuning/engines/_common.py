@@ -20,7 +20,11 @@ from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
-from tuning.trials import TrialStatus, direction  # noqa: F401 - re-exported: the engines set their study's direction with it
+from tuning.trials import (
+    TrialStatus,
+    direction,  # noqa: F401 - re-exported: the engines set their study's direction with it
+    state_counts,
+)
 
 #: Called per epoch of the first run (repeat 0; with --cv, its fold 0) with (epoch index, objective value);
 #: True prunes the trial. Every trial is pruned on the same fold, so their curves are comparable.
@@ -171,13 +175,6 @@ def check_failures(study: Any, config: StudyConfig, trials_dir: Path, *, first_t
                          f"{trials_dir}/*/history.json, fix the space or data, then rerun to continue")
 
 
-def finished(study: Any) -> int:
-    """Complete and pruned trials: what ``--trials`` counts."""
-    from optuna.trial import TrialState
-
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
-
-
 def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: Callable[[Any], dict[str, Any]],
               prune: bool, limit: int | None = None, first_trial: int | None = None) -> None:
     """Train trials until the study holds ``config.trials`` finished ones.
@@ -187,16 +184,14 @@ def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: 
     ``first_trial`` is the study's first trial number of this run (for the failure limit): the trials already
     there when this call starts where None; worker processes of one command get the command's.
     """
-    from optuna.trial import TrialState
 
     if first_trial is None:
         first_trial = len(study.get_trials(deepcopy=False))
     trained = 0
     while True:
         fail_dead_workers(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
+        counts = state_counts(study)
+        done, running = counts["complete"] + counts["pruned"], counts["running"]
         if done >= config.trials:
             return
         check_failures(study, config, runner.trials_dir, first_trial=first_trial)

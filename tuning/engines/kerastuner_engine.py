@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from tuning.engines import NoteEvent, OnEvent
-from tuning.engines._common import TrialRunner, check_failures, direction, finished, record_attrs
+from tuning.engines._common import TrialRunner, check_failures, direction, record_attrs
 from tuning.engines.optuna_engine import load_study
 from tuning.errors import UnknownNameError
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig
 from tuning.train import TrialData
+from tuning.trials import finished_count
 
 TUNERS = ("bayesian", "random", "hyperband")
 
@@ -93,7 +94,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
 
     class _Tuner(kt.engine.base_tuner.BaseTuner):
         def pre_create_trial(self) -> None:
-            if finished(study) < config.trials:
+            if finished_count(study) < config.trials:
                 check_failures(study, config, runner.trials_dir, first_trial=first)
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -121,7 +122,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
         tuner.search(verbose=0)
     finally:
         kt_config.DEBUG = debug
-    done = finished(study)
+    done = finished_count(study)
     if done < config.trials and not is_worker():
         on_event(NoteEvent(event="note", message=f"Keras Tuner ({config.sampler}) found no new configuration in "
                            f"the search space after {done} finished trials of --trials {config.trials}: the space "

@@ -17,7 +17,7 @@ from tuning.engines.optuna_engine import load_study
 from tuning.space import SearchSpace, Value
 from tuning.study import StudyConfig
 from tuning.train import TrialData
-from tuning.trials import direction
+from tuning.trials import direction, finished_count
 
 #: Failures that say nothing about the configuration itself; such a trial is run again on resume.
 TRANSIENT = ("interrupted", "worker ")
@@ -61,8 +61,7 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
                 return sign * t.value
             if t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(TRANSIENT):
                 return -math.inf
-        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
-        if finished >= config.trials:
+        if finished_count(study) >= config.trials:
             raise _Enough
         if limit is not None and trained[0] >= limit:
             raise TrialLimitReached
