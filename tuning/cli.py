@@ -514,10 +514,19 @@ def _summary(outcome: Any) -> None:
 @click.option("--track", "track", multiple=True, metavar="mlflow[:URI]",
               help="Also log to MLflow: the study as a parent run, each trial as a child [URI: "
                    "sqlite:///runs/mlflow.db]; repeatable (needs tuning[mlflow]).")
+@click.option("--lr-range", "lr_range", default=None, metavar="auto|LOW,HIGH",
+              help="Narrow the learning_rate axis (and its grid) to LOW..HIGH inside the declared range, or to "
+                   "the LR range test's suggestion (auto: reuses runs/lr-find/<model>-<data>/lr_find.json for the "
+                   "same space and budget, else runs 'tuning lr-find' first); recorded in config.toml.")
 @handle_errors
 def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[str, ...], **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
+
+    if options["lr_range"] is not None:
+        from tuning.lrfind import parse_lr_range
+
+        parse_lr_range(options["lr_range"])  # a typo fails before TensorFlow's start-up
 
     chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
     request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
@@ -539,6 +548,57 @@ def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+@cli.command("lr-find")
+@click.option("--model", required=True, help="Registered model name (see 'tuning models list').")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("datasets/demo"),
+              show_default=True, help="Dataset folder with raw/<class>/ images.")
+@click.option("--space", default=None, help="Search-space TOML file [the model's built-in one].")
+@click.option("--budget", default="auto", show_default=True,
+              help="quick, full or auto (as for search): the base parameters the range test trains with.")
+@click.option("--preset", default=None, metavar="NAME", help="Start from the space's [presets.NAME].")
+@click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate.")
+@click.option("--end", type=float, default=1.0, show_default=True, help="Last learning rate.")
+@click.option("--steps", type=click.IntRange(min=3), default=100, show_default=True,
+              help="Batches; the rate rises by an equal factor each (the training split is cycled as needed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", default="auto", show_default=True, help="As for search.")
+@handle_errors
+def lr_find(model: str, data_dir: Path, space: str | None, budget: str, preset: str | None, start: float,
+            end: float, steps: int, seed: int, precision: str) -> None:
+    """LR range test: one short run with the rate rising exponentially; plot, json and a suggested range."""
+    from tuning.lrfind import check_options
+
+    check_options(start, end, steps)
+    from tuning.data.manifest import raw_dir
+    from tuning.lrfind import find_lr
+    from tuning.models import get_model_fn
+    from tuning.runtime import PRECISIONS
+    from tuning.space import load_space
+
+    if precision not in PRECISIONS:
+        raise ToolkitError(f"unknown --precision '{precision}'; known: {', '.join(PRECISIONS)}")
+    get_model_fn(model)
+    raw_dir(data_dir)
+    declared = load_space(space or model)
+    if declared.model != model:
+        raise ToolkitError(f"{declared.source} declares model '{declared.model}', not '{model}'; pass --model "
+                           f"{declared.model}")
+    if preset:
+        declared = declared.with_preset(preset)
+    settings = runtime.resolve(precision=precision)
+    budget = budget if budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
+    narrowed, _ = declared.with_budget(budget)
+    click.echo(f"LR range test: {model} on {data_dir} (budget {budget}), {steps} batches from {start:g} to {end:g}")
+    r = find_lr(model, data_dir, narrowed, budget=budget, start=start, end=end, steps=steps, seed=seed,
+                settings=settings)
+    stop = {"end": f"all {r.steps} batches ran",
+            "diverged": f"stopped at {r.stopped_at:.3g} (loss > 4x its minimum)",
+            "nan": f"stopped at {r.stopped_at:.3g} (loss became NaN)"}[r.stopped]
+    click.echo(f"Suggested learning rate {r.low:.3g} .. {r.high:.3g} (steepest {r.steepest:.3g}, minimum loss at "
+               f"{r.min_loss:.3g}; {len(r.rates)} batches, {stop}, {r.seconds:.1f}s) -> "
+               f"{r.folder / 'lr_find.png' if r.folder else ''}")
 
 
 # ----- results -------------------------------------------------------------------------------------------
