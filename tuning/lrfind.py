@@ -214,7 +214,8 @@ def find_lr(model_name: str, dataset: Path, space: SearchSpace, *, budget: str, 
                             (size, size, 3), n_classes)
         compile_model(model, {**params, "learning_rate": float(schedule[0])})
         model.fit(make_dataset(x, y, n_classes, batch, shuffle_seed=seed).repeat(), epochs=1, steps_per_epoch=steps,
-                  verbose=0, callbacks=[_callback(schedule, state)], class_weight=data.class_weight(size))
+                  verbose=0, callbacks=[_callback(schedule, state)], class_weight=data.class_weight(size),
+                  shuffle=False)  # the dataset shuffles itself
         precision = policy.name
         del model
     steepest, min_loss, low, high = suggest(state["rates"], state["smoothed"])
@@ -254,7 +255,8 @@ def plot(result: LRFindResult, path: Path) -> Path:
         ax.set_ylim(min(finite) * 0.9, min(max(finite), DIVERGENCE * min(finite)) * 1.05)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title(f"LR range test: {result.model} on {Path(result.dataset).name} ({result.stopped})")
+    how = {"end": "no divergence", "diverged": "stopped: loss > 4x its minimum", "nan": "stopped: NaN loss"}
+    ax.set_title(f"LR range test: {result.model} on {Path(result.dataset).name} ({how.get(result.stopped, '')})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     with _io.atomic_path(path) as tmp:
