@@ -357,13 +357,15 @@ def data_collect(out: Path, queries: tuple[str, ...], per_class: int, provider: 
 
     spec = get_provider(provider)  # an unknown name is an error listing the known ones
     bars: dict[str, ProgressBar] = {}
+    skipped_before: dict[str, int] = {}  # the run's skips counted when each class began (p.skipped is the run's)
 
     def show(p: Any) -> None:
         if p.label not in bars:
             for bar in bars.values():
                 bar.done()
             bars[p.label] = ProgressBar(f"collect {p.label}")
-        bars[p.label](p.saved, p.target, f", {p.skipped} skipped")
+            skipped_before[p.label] = p.skipped
+        bars[p.label](p.saved, p.target, f", {p.skipped - skipped_before[p.label]} skipped")
 
     result = collect(out, list(queries), per_class=per_class, provider=provider, endpoint=endpoint,
                      api_key=os.environ.get(spec.key_env) if spec.key_env else None, timeout=timeout,
