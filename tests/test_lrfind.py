@@ -275,5 +275,6 @@ def test_search_lr_range_auto_runs_the_finder_and_searches_inside_its_range(
     config = tomllib.loads((tmp_path / "runs/auto/config.toml").read_text(encoding="utf-8"))
     lr = config["space"]["params"]["learning_rate"]
     assert (lr["low"], lr["high"]) == (low, high)
+    assert f"Learning rate searched in {low:.3g} .. {high:.3g} (--lr-range auto)\n" in out
     assert len(fake_train.calls) == 3
     assert all(low <= params["learning_rate"] <= high for params, _, _ in fake_train.calls)

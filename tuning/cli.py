@@ -591,8 +591,16 @@ def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[s
     request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
                             **options)  # other options are named as its fields
     _quiet_libraries()
+    printer = _progress_printer()
+
+    def show(event: Mapping[str, Any]) -> None:
+        printer(event)
+        if event["event"] == "study" and request.lr_range is not None:  # what auto chose, said before any trial
+            lr = event["space"].params["learning_rate"]
+            click.echo(f"Learning rate searched in {lr.low:.3g} .. {lr.high:.3g} (--lr-range {request.lr_range})")
+
     try:
-        outcome = run_search(request, on_event=_progress_printer())
+        outcome = run_search(request, on_event=show)
     except KeyboardInterrupt:
         raise click.ClickException("stopped; the running trial is marked failed. Rerun the same command to "
                                    "continue the study") from None
