@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,80 @@ def test_a_modern_preset_search_ships_models_that_every_format_reproduces(tiny_d
     for fmt in formats:
         probs = load_predictor(result.files[fmt]).run(images)
         assert np.abs(probs - recorded).max() < 1e-4, fmt
+
+
+# ----- progress of the long data steps -----------------------------------------------------------------------
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what was written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_progress_bar_redraws_one_line_on_a_terminal_and_ends_with_the_count() -> None:
+    from tuning.cli import ProgressBar
+
+    term = _Terminal()
+    bar = ProgressBar("prepare", stream=term, interval=0.0)
+    for i in range(1, 6):
+        bar(i, 5)
+    bar.done()
+    bar.done()  # once only
+    lines = term.text.split("\r")[1:]
+    assert len(lines) == 6  # five redraws and the final line, each from the line's start
+    assert lines[0].startswith("  prepare 1/5 images ") and "\n" not in "".join(lines[:-1])
+    assert re.fullmatch(r"  prepare 5/5 images \d+/s\x1b\[K\n", lines[-1])
+
+
+def test_a_progress_bar_off_a_terminal_writes_only_the_final_line() -> None:
+    import io
+
+    from tuning.cli import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar("import", "files", stream=stream, interval=0.0)
+    for i in range(1, 101):
+        bar(i, 100)
+    bar.done()
+    assert re.fullmatch(r"  import 100/100 files \d+/s\n", stream.getvalue())
+
+
+def test_import_prepare_and_dedup_end_with_their_counts_and_no_carriage_returns(tmp_path: Path) -> None:
+    from tuning.data.demo import make_demo
+
+    make_demo(tmp_path / "src", per_class=6, size=32, seed=0)
+    dataset = tmp_path / "ds"
+    steps = [
+        (["data", "import", str(tmp_path / "src"), "--out", str(dataset)], r"  import 18/18 files \d+/s"),
+        (["data", "prepare", str(dataset), "--size", "16"], r"  prepare 16px 18/18 images \d+/s"),
+        (["data", "dedup", str(dataset)], r"  dedup hash 18/18 images \d+/s"),
+    ]
+    for args, final in steps:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert re.search(f"^{final}$", result.stderr, re.M), result.stderr
+        assert "\r" not in result.output  # not a terminal: no redrawn lines
+        assert not re.search(final, result.stdout)  # stdout keeps the results only
+
+
+def test_predict_on_a_folder_ends_with_its_count(finished_study: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(5):
+        Image.new("RGB", (40, 30), (40 * i, 20, 200)).save(images / f"{i}.png")
+    result = CliRunner().invoke(cli, ["predict", str(finished_study / "export" / "model.keras"), str(images)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^  predict 5/5 images \d+/s$", result.stderr, re.M)
+    assert "\r" not in result.output and len(result.stdout.splitlines()) == 5

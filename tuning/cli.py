@@ -51,6 +51,63 @@ def group_by_option(fn: Callable[..., Any]) -> Callable[..., Any]:
              "the group), csv:FILE (columns path,group) or none (clear).")(fn)
 
 
+class ProgressBar:
+    """``\r  prepare 1200/2777 images 310/s`` on stderr while a long step runs, and its final count once.
+
+    The live line is redrawn (at most every ``interval`` seconds) only when stderr is a terminal: a log file or
+    a pipe gets no carriage-return spam, just the final line, so ``2>log`` still records how much was done and
+    how fast. stdout keeps only the step's results, so ``--json`` and ``| jq`` are unaffected.
+    """
+
+    def __init__(self, label: str, unit: str = "images", *, stream: Any = None, interval: float = 0.1) -> None:
+        self.label, self.unit, self.interval = label, unit, interval
+        self.stream: Any = stream if stream is not None else sys.stderr
+        self.tty = bool(self.stream.isatty())
+        self.start = time.perf_counter()
+        self.shown = -math.inf
+        self.i = self.n = 0
+        self.extra = ""
+        self.finished = False
+
+    def line(self) -> str:
+        rate = self.i / max(time.perf_counter() - self.start, 1e-9)
+        return f"  {self.label} {self.i}/{self.n} {self.unit} {rate:.0f}/s{self.extra}"
+
+    def __call__(self, i: int, n: int, extra: str = "") -> None:
+        self.i, self.n, self.extra = i, n, extra
+        now = time.perf_counter()
+        if self.tty and (now - self.shown >= self.interval or i >= n):
+            self.shown = now
+            click.echo("\r" + self.line() + "\033[K", nl=False, file=self.stream)
+
+    def done(self) -> None:
+        """The final count line (once; nothing when the step never reported, e.g. it had nothing to do)."""
+        if self.finished or not self.n:
+            return
+        self.finished = True
+        click.echo(("\r" if self.tty else "") + self.line() + ("\033[K" if self.tty else ""), file=self.stream)
+
+
+class StageBars:
+    """One ``ProgressBar`` per named stage of a step (dedup's describe then hash), each finished as the next
+    one starts."""
+
+    def __init__(self, names: Mapping[str, str], unit: str = "images") -> None:
+        self.names, self.unit = names, unit
+        self.bars: dict[str, ProgressBar] = {}
+
+    def __call__(self, stage: str, i: int, n: int) -> None:
+        if stage not in self.bars:
+            for bar in self.bars.values():
+                bar.done()
+            self.bars[stage] = ProgressBar(self.names.get(stage, stage), self.unit)
+        self.bars[stage](i, n)
+
+    def done(self) -> None:
+        for bar in self.bars.values():
+            bar.done()
+
+
 EXIT_CODES = """\b
 Exit codes:
   0  success
@@ -124,8 +181,16 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str, 
     split_shares(preview_split)
     runtime.load_tensorflow()
 
+    describe, resize = ProgressBar("describe"), ProgressBar(f"prepare {size}px")
+
+    def resizing(i: int, n: int) -> None:
+        describe.done()  # the manifest is described before any image is resized
+        resize(i, n)
+
     report = prepare(dataset, size=size, seed=seed, per_class=per_class, balance=balance, group_by=group_by,
-                     preview_split=preview_split)
+                     preview_split=preview_split, progress=describe, resize_progress=resizing)
+    describe.done()
+    resize.done()
     _grouping_lines(report.grouping)
     click.echo(f"Prepared {sum(report.kept.values())} images at {size} px -> {report.cache}")
     for name, n in report.available.items():
@@ -185,13 +250,9 @@ def data_import(source: Path, out: Path, group_by: str | None) -> None:
     """Copy SOURCE/<class>/** (nested folders kept) into OUT/raw/<class>/ and build OUT/manifest.csv."""
     from tuning.data.importer import import_folder
 
-    start, tty = time.perf_counter(), sys.stdout.isatty()
-
-    def progress(i: int, n: int) -> None:
-        if tty and (i == n or i % 50 == 0):
-            click.echo(f"\rCopying {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
-
-    result = import_folder(source, out, group_by=group_by, progress=progress)
+    bar = ProgressBar("import", "files")
+    result = import_folder(source, out, group_by=group_by, progress=bar)
+    bar.done()
     click.echo(f"Imported {sum(result.copied.values())} new image(s) into {out / 'raw'} in {result.seconds:.1f}s "
                f"({sum(result.present.values())} already there)")
     for label, n in result.copied.items():
@@ -226,14 +287,9 @@ def data_dedup(dataset: Path, kind: str, threshold: int | None, no_mirror: bool,
     """Group byte-identical and near-duplicate images in DATASET/manifest.csv; one per group is kept."""
     from tuning.data.dedup import dedup
 
-    start, tty = time.perf_counter(), sys.stdout.isatty() and not as_json
-
-    def progress(stage: str, i: int, n: int) -> None:
-        if tty and (i == n or i % 50 == 0):
-            name = {"describe": "Describing", "hash": "Hashing"}.get(stage, stage)
-            click.echo(f"\r{name} {i}/{n} ({i / max(time.perf_counter() - start, 1e-9):.0f}/s)", nl=i == n)
-
-    result = dedup(dataset, kind=kind, threshold=threshold, mirror=not no_mirror, progress=progress)
+    bars = StageBars({"describe": "describe", "hash": "dedup hash"})
+    result = dedup(dataset, kind=kind, threshold=threshold, mirror=not no_mirror, progress=None if as_json else bars)
+    bars.done()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -300,16 +356,23 @@ def data_collect(out: Path, queries: tuple[str, ...], per_class: int, provider: 
     from tuning.data.collect import collect, get_provider
 
     spec = get_provider(provider)  # an unknown name is an error listing the known ones
-    tty = sys.stdout.isatty()
+    bars: dict[str, ProgressBar] = {}
+    skipped_before: dict[str, int] = {}  # the run's skips counted when each class began (p.skipped is the run's)
 
     def show(p: Any) -> None:
-        if tty:
-            click.echo(f"\r  {p.label:<16} {p.saved:>6}/{p.target} saved, {p.skipped} skipped", nl=False)
+        if p.label not in bars:
+            for bar in bars.values():
+                bar.done()
+            bars[p.label] = ProgressBar(f"collect {p.label}")
+            skipped_before[p.label] = p.skipped
+        bars[p.label](p.saved, p.target, f", {p.skipped - skipped_before[p.label]} skipped")
 
     result = collect(out, list(queries), per_class=per_class, provider=provider, endpoint=endpoint,
                      api_key=os.environ.get(spec.key_env) if spec.key_env else None, timeout=timeout,
                      workers=workers, max_bytes=max_bytes, progress=show)
-    click.echo(("\n" if tty else "") + f"Collected {sum(result.new.values())} new images from {provider} "
+    for bar in bars.values():
+        bar.done()
+    click.echo(f"Collected {sum(result.new.values())} new images from {provider} "
                f"into {out / 'raw'} in {result.seconds:.1f}s")
     for label, n in result.saved.items():
         short = result.shortfall[label]
@@ -344,13 +407,9 @@ def data_review(dataset: Path, out: Path | None, rejects: tuple[Path, ...]) -> N
         for name, hits in done.ambiguous.items():
             click.echo(f"  ambiguous, not marked: {name} (matches {', '.join(hits)})")
         return
-    start, tty = time.perf_counter(), sys.stdout.isatty()
-
-    def progress(i: int, n: int) -> None:
-        if tty and (i == n or i % 25 == 0):
-            click.echo(f"\rThumbnails {i}/{n} ({i / (time.perf_counter() - start):.0f}/s)", nl=i == n)
-
-    review = write_review(dataset, out=out, progress=progress)
+    start, bar = time.perf_counter(), ProgressBar("thumbnails")
+    review = write_review(dataset, out=out, progress=bar)
+    bar.done()
     click.echo(("Built manifest.csv; w" if review.built_manifest else "W") + f"rote {len(review.sheets)} class "
                f"page(s) in {time.perf_counter() - start:.1f}s -> {review.index}")
     for s in review.sheets:
@@ -514,17 +573,34 @@ def _summary(outcome: Any) -> None:
 @click.option("--track", "track", multiple=True, metavar="mlflow[:URI]",
               help="Also log to MLflow: the study as a parent run, each trial as a child [URI: "
                    "sqlite:///runs/mlflow.db]; repeatable (needs tuning[mlflow]).")
+@click.option("--lr-range", "lr_range", default=None, metavar="auto|LOW,HIGH",
+              help="Narrow the learning_rate axis (and its grid) to LOW..HIGH inside the declared range, or to "
+                   "the LR range test's suggestion (auto: reuses runs/lr-find/<model>-<data>/lr_find.json for the "
+                   "same space and budget, else runs 'tuning lr-find' first); recorded in config.toml.")
 @handle_errors
 def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[str, ...], **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
     from tuning.pipeline import SearchRequest, run_search
 
+    if options["lr_range"] is not None:
+        from tuning.lrfind import parse_lr_range
+
+        parse_lr_range(options["lr_range"])  # a typo fails before TensorFlow's start-up
+
     chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
     request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
                             **options)  # other options are named as its fields
     _quiet_libraries()
+    printer = _progress_printer()
+
+    def show(event: Mapping[str, Any]) -> None:
+        printer(event)
+        if event["event"] == "study" and request.lr_range is not None:  # what auto chose, said before any trial
+            lr = event["space"].params["learning_rate"]
+            click.echo(f"Learning rate searched in {lr.low:.3g} .. {lr.high:.3g} (--lr-range {request.lr_range})")
+
     try:
-        outcome = run_search(request, on_event=_progress_printer())
+        outcome = run_search(request, on_event=show)
     except KeyboardInterrupt:
         raise click.ClickException("stopped; the running trial is marked failed. Rerun the same command to "
                                    "continue the study") from None
@@ -539,6 +615,56 @@ def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+@cli.command("lr-find")
+@click.option("--model", required=True, help="Registered model name (see 'tuning models list').")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("datasets/demo"),
+              show_default=True, help="Dataset folder with raw/<class>/ images.")
+@click.option("--space", default=None, help="Search-space TOML file [the model's built-in one].")
+@click.option("--budget", default="auto", show_default=True,
+              help="quick, full or auto (as for search): the base parameters the range test trains with.")
+@click.option("--preset", default=None, metavar="NAME", help="Start from the space's [presets.NAME].")
+@click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate.")
+@click.option("--end", type=float, default=1.0, show_default=True, help="Last learning rate.")
+@click.option("--steps", type=click.IntRange(min=3), default=100, show_default=True,
+              help="Batches; the rate rises by an equal factor each (the training split is cycled as needed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", default="auto", show_default=True, help="As for search.")
+@handle_errors
+def lr_find(model: str, data_dir: Path, space: str | None, budget: str, preset: str | None, start: float,
+            end: float, steps: int, seed: int, precision: str) -> None:
+    """LR range test: one short run with the rate rising exponentially; plot, json and a suggested range."""
+    from tuning.lrfind import check_options
+
+    check_options(start, end, steps)
+    from tuning.data.manifest import raw_dir
+    from tuning.lrfind import find_lr
+    from tuning.models import get_model_fn
+    from tuning.runtime import PRECISIONS
+    from tuning.space import load_space
+
+    if precision not in PRECISIONS:
+        raise ToolkitError(f"unknown --precision '{precision}'; known: {', '.join(PRECISIONS)}")
+    get_model_fn(model)
+    raw_dir(data_dir)
+    declared = load_space(space or model)
+    if declared.model != model:
+        raise ToolkitError(f"{declared.source} declares model '{declared.model}', not '{model}'; pass --model "
+                           f"{declared.model}")
+    if preset:
+        declared = declared.with_preset(preset)
+    settings = runtime.resolve(precision=precision)
+    budget = budget if budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
+    narrowed, _ = declared.with_budget(budget)
+    click.echo(f"LR range test: {model} on {data_dir} (budget {budget}), {steps} batches from {start:g} to {end:g}")
+    r = find_lr(model, data_dir, narrowed, budget=budget, start=start, end=end, steps=steps, seed=seed,
+                settings=settings)
+    why = {"diverged": "loss > 4x its minimum", "nan": "loss became NaN"}.get(r.stopped)
+    stop = f"stopped at {r.stopped_at:.3g} ({why})" if why else f"no divergence up to {r.end:g}"
+    click.echo(f"Suggested learning rate {r.low:.3g} .. {r.high:.3g} (steepest {r.steepest:.3g}, minimum loss at "
+               f"{r.min_loss:.3g}; {len(r.rates)} batches, {stop}, {r.seconds:.1f}s) -> "
+               f"{r.folder / 'lr_find.png' if r.folder else ''}")
 
 
 # ----- results -------------------------------------------------------------------------------------------
@@ -676,9 +802,12 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, cs
     from tuning.inference import predict as run_predict
     from tuning.inference import predictions_table
 
-    result = run_predict(model, list(images), top_k=top_k, safe=safe)
+    bar = ProgressBar("predict") if any(p.is_dir() for p in images) else None  # a folder may hold thousands
+    result = run_predict(model, list(images), top_k=top_k, safe=safe, progress=bar)
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
+    if bar is not None:
+        bar.done()
     if csv_file is not None:
         _io.write_text(csv_file, predictions_table(result.rows))
         skipped = result.skipped()

@@ -312,8 +312,9 @@ class Predictions:
 
 
 def predict(model_path: Path, inputs: Sequence[Path], *, top_k: int = 1, safe: bool = True,
-            max_pixels: int = MAX_BATCH_PIXELS) -> Predictions:
+            max_pixels: int = MAX_BATCH_PIXELS, progress: Callable[[int, int], None] | None = None) -> Predictions:
     """Top-k classes per image (any size or mode), streamed; unreadable images come back with an ``error``.
+    ``progress(done, total)`` is called after each batch (and each unreadable file).
 
     An input with no image file, or whose every file is unreadable, is an error: nothing was predicted.
     """
@@ -322,14 +323,18 @@ def predict(model_path: Path, inputs: Sequence[Path], *, top_k: int = 1, safe: b
     classes, unnamed = class_names(model_path, predictor.n_classes)
     load = decoder(predictor.side)
     rows: list[dict[str, Any]] = [{"file": str(path)} for path in files]
+    done = 0
     for batch in stream_batches(files, lambda p: predictor.prepare(load(p)), max_pixels=max_pixels):
         if batch.images is None:
             rows[batch.indices[0]]["error"] = batch.error
-            continue
-        for i, p in zip(batch.indices, predictor.predict_stack(batch.images)):
-            order = np.argsort(-p)[: max(1, top_k)]
-            rows[i]["top"] = [{"class": classes[j], "probability": float(p[j])} for j in order]
-            rows[i]["probabilities"] = {c: float(v) for c, v in zip(classes, p)}
+        else:
+            for i, p in zip(batch.indices, predictor.predict_stack(batch.images)):
+                order = np.argsort(-p)[: max(1, top_k)]
+                rows[i]["top"] = [{"class": classes[j], "probability": float(p[j])} for j in order]
+                rows[i]["probabilities"] = {c: float(v) for c, v in zip(classes, p)}
+        done += len(batch.indices)
+        if progress:
+            progress(done, len(files))
     result = Predictions(rows, classes, [*predictor.warnings, *([unnamed] if unnamed else [])])
     if not result.predicted:
         reasons = ", ".join(f"{n} {reason}" for reason, n in result.skipped().most_common())

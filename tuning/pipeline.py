@@ -60,6 +60,8 @@ class SearchRequest:
     runs: Path = Path("runs")
     #: ``--track`` specs (``tensorboard``, ``mlflow[:URI]``): trackers that receive every progress event.
     track: tuple[str, ...] = ()
+    #: ``--lr-range``: ``auto`` (the range test's suggestion) or ``LOW,HIGH`` narrows the learning-rate axis.
+    lr_range: str | None = None
 
 
 def study_folder(study: str, runs: Path = Path("runs")) -> Path:
@@ -101,14 +103,21 @@ def _ignore(event: Mapping[str, Any]) -> None:
     """The default ``on_event``: a notebook call runs quietly."""
 
 
-def resolve_space(request: SearchRequest, budget: str) -> tuple[SearchSpace, int, int]:
-    """The narrowed space plus (trials, epochs) after the budget and the explicit options."""
+def resolve_space(request: SearchRequest, budget: str, *, run_finder: bool = False) -> tuple[SearchSpace, int, int]:
+    """The narrowed space plus (trials, epochs) after the budget and the explicit options; ``run_finder``: with
+    ``--lr-range auto`` and no finished range test for this space, run one (else that is an error)."""
     from tuning.engines.staged import plan_size
 
     space = load_space(request.space or request.model)
     if request.preset:
         space = space.with_preset(request.preset)
     space, chosen = space.with_budget(budget)
+    if request.lr_range is not None:
+        from tuning.lrfind import lr_range_space
+
+        space = lr_range_space(space, request.lr_range, model=request.model, dataset=Path(request.data),
+                               budget=budget, seed=request.seed, runs=request.runs, run_finder=run_finder,
+                               precision=request.precision)
     if request.params is not None:
         space = space.with_search(request.params)
     elif request.engine == "staged":
@@ -182,7 +191,7 @@ def dataset_digest(dataset: Path) -> str:
     return digest.hexdigest()
 
 
-def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
+def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_finder: bool = False
              ) -> tuple[StudyConfig, SearchSpace, Path, str]:
     """(config, narrowed space, folder, budget), reading but never writing; see ``resolve_config``."""
     from tuning import runtime
@@ -194,7 +203,7 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None
     settings = dict(settings) if settings is not None else runtime.resolve(precision=request.precision)
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
-    space, trials, epochs = resolve_space(request, budget)
+    space, trials, epochs = resolve_space(request, budget, run_finder=run_finder)
     if space.model != request.model:
         raise StudyError(
             f"{space.source} declares model '{space.model}', not '{request.model}'; pass --model {space.model}"
@@ -250,7 +259,7 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
 
     start = time.perf_counter()
     tracks = check_tracks(request.track)  # an unknown tracker or its missing package: before anything is written
-    config, space, folder, budget = _resolve(request, None)
+    config, space, folder, budget = _resolve(request, None, run_finder=True)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
     data = TrialData.for_space(request.data, space, seed=request.seed)

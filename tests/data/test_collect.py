@@ -700,3 +700,7 @@ def test_cli_collect_prints_a_summary(api: FakeApi, tmp_path: Path) -> None:
     assert re.search(r"Skipped 1 image\(s\)\n\s+wrong content type\s+1\n", text)
     assert f"Manifest: {out / 'manifest.csv'}" in text
     assert len(read_manifest(out)) == 5
+    # each class's progress ends with its count, rate and skips (not a terminal: no redrawn lines)
+    assert re.search(r"^  collect Action 3/3 images \d+/s, 1 skipped$", text, re.M), text
+    assert re.search(r"^  collect Romance 2/3 images \d+/s, 0 skipped$", text, re.M), text
+    assert "\r" not in text

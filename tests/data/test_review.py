@@ -68,6 +68,7 @@ def test_review_builds_the_manifest_and_writes_one_page_per_class(dataset: Path)
     review = dataset / "review"
     assert sorted(p.name for p in review.iterdir()) == ["Action.html", "Romance.html", "index.html"]
     assert "Built manifest.csv" in out and "Action" in out and "--apply rejects.txt" in out
+    assert re.search(r"^  thumbnails (\d+)/\1 images \d+/s$", out, re.M) and "\r" not in out  # the final count
     index = (review / "index.html").read_text(encoding="utf-8")
     assert 'href="Action.html"' in index and 'href="Romance.html"' in index
 

@@ -138,6 +138,7 @@ def remove_stale_tmp(dataset: Path) -> list[Path]:
 def prepare(
     dataset: Path, *, size: int, seed: int = 0, per_class: int | None = None, balance: str = "undersample",
     group_by: str | None = None, preview_split: str = "70/15/15", progress: Progress | None = None,
+    resize_progress: Progress | None = None,
 ) -> PrepareReport:
     """Manifest, balance and cache ``size`` px arrays. Skipped files are counted with their reason.
 
@@ -146,6 +147,7 @@ def prepare(
     wastes nothing when one class is much smaller than the others. ``group_by`` sets (or with ``"none"``
     clears) every file's source group in the manifest first, without re-importing. The report previews
     ``preview_split`` on the kept images: groups per split and how far the class shares drift.
+    ``progress`` follows the manifest's description of new files, ``resize_progress`` the decoding and resizing.
     """
     dataset = Path(dataset)
     check_size(size)
@@ -191,7 +193,7 @@ def prepare(
             target = min(available.values()) if per_class is None else per_class
             keep = _balance(labels, groups, target, seed)
             weights = np.ones(len(classes))
-        if not _decode(dataset, rows, [usable[i]["path"] for i in keep], size, pixels):
+        if not _decode(dataset, rows, [usable[i]["path"] for i in keep], size, pixels, progress=resize_progress):
             break
     skipped = scan.skipped + [(r["path"], r["status"]) for r in rows if r["status"] != "ok"]
     warnings = [f"--per-class {per_class} is above the {available[c]} usable image(s) of class '{c}': all of them "
@@ -229,7 +231,7 @@ def prepare(
 
 
 def _decode(dataset: Path, rows: list[dict[str, str]], paths: list[str], size: int,
-            pixels: dict[str, np.ndarray]) -> bool:
+            pixels: dict[str, np.ndarray], *, progress: Progress | None = None) -> bool:
     """Decode ``paths`` into ``pixels``; a file that fails is marked ``unreadable:`` in the manifest.
 
     The manifest re-describes files whose size or time changed, but a file replaced with both kept (``cp -p``,
@@ -244,8 +246,12 @@ def _decode(dataset: Path, rows: list[dict[str, str]], paths: list[str], size: i
         except Exception as exc:  # noqa: BLE001 - any decoder failure skips the file, never stops the run
             return unreadable_reason(exc)
 
+    results: dict[str, np.ndarray | str] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(todo, pool.map(load, todo)))
+        for rel, loaded in zip(todo, pool.map(load, todo)):
+            results[rel] = loaded
+            if progress:
+                progress(len(results), len(todo))
     failed = {rel: why for rel, why in results.items() if isinstance(why, str)}
     pixels.update({rel: arr for rel, arr in results.items() if not isinstance(arr, str)})
     for row in rows:
