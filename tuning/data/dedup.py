@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from tuning import _io
-from tuning.data.hashing import WINDOWS, crop_similarity, grey_thumbnail, hash_files, hash_function
+from tuning.data.hashing import WINDOWS, crop_similarity, grey_thumbnail, hash_files, hash_function, one_blas_thread
 from tuning.data.manifest import build_manifest, check_writable, choose_kept, write_manifest
 from tuning.errors import DataError
 
@@ -219,10 +219,10 @@ def duplicate_pairs(
 
 
 def crop_candidates(hashes: np.ndarray, windows: np.ndarray, *, threshold: int = CROP_THRESHOLD) -> np.ndarray:
-    """(crop, whole) rows, each pair once: ``hashes[crop]`` within ``threshold`` bits of a window hash of ``whole``.
+    """(a, b) rows with a < b where one image's hash is within ``threshold`` bits of a window hash of the other.
 
     ``windows`` is (images, windows) uint64. Every image's hash is searched among every window hash, so either
-    image of a pair may turn out to be the crop; a pair found both ways is kept once, in its first direction.
+    image of a pair may be the crop (``check_crops`` tries both ways).
     """
     windows = np.ascontiguousarray(windows, dtype=np.uint64)
     if windows.ndim != 2 or len(windows) != len(hashes) or windows.shape[1] == 0:
@@ -231,15 +231,15 @@ def crop_candidates(hashes: np.ndarray, windows: np.ndarray, *, threshold: int =
     pairs = np.stack([found[:, 0], found[:, 1] // windows.shape[1]], axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     n = np.int64(len(hashes))
-    codes = np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1])
-    _, first = np.unique(codes, return_index=True)
-    return pairs[np.sort(first)]
+    codes = np.unique(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
+    return np.stack([codes // n, codes % n], axis=1)
 
 
 def check_crops(
     candidates: np.ndarray, paths: list[Path], *, similarity: float = CROP_SIMILARITY,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(joined pairs, score per candidate): each candidate's ``crop_similarity`` on grey decodes of its files.
+    """(joined pairs, score per candidate): each candidate's ``crop_similarity`` on grey decodes of its files,
+    the better of the two ways round (either image may be the crop; the wrong way scores low or -1).
 
     Each file is decoded once however many candidates it is in; a file that cannot be decoded now (changed since
     it was hashed) scores -1 and joins nothing.
@@ -255,10 +255,11 @@ def check_crops(
         return thumbs[i]
 
     scores = np.full(len(candidates), -1.0)
-    for k, (crop, whole) in enumerate(candidates.tolist()):
-        a, b = thumb(crop), thumb(whole)
-        if a is not None and b is not None:
-            scores[k] = crop_similarity(a, b)
+    with one_blas_thread():
+        for k, (i, j) in enumerate(candidates.tolist()):
+            a, b = thumb(i), thumb(j)
+            if a is not None and b is not None:
+                scores[k] = max(crop_similarity(a, b), crop_similarity(b, a))
     return candidates[scores >= similarity], scores
 
 
