@@ -106,7 +106,7 @@ def test_exact_copies_alone_are_an_exact_group_and_statuses_of_people_are_kept(t
         if row["path"] == "raw/y/b.png":
             row["status"] = "rejected"
     write_manifest(root, rows)
-    assert dedup(root).hashed == 0  # every hash comes from cache/hashes-phash-v1.npz, keyed by SHA-256
+    assert dedup(root).hashed == 0  # every hash comes from cache/hashes-phash-v2.npz, keyed by SHA-256
     rows_now = _rows(root)
     assert rows_now["raw/y/b.png"]["status"] == "rejected"
     assert rows_now["raw/y/b small.png"]["status"] == "ok"  # its kept image was rejected by a person

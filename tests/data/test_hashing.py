@@ -91,3 +91,16 @@ def test_tiny_and_odd_shaped_images_still_hash_and_check(tmp_path: Path) -> None
         assert windows.shape == (80,)
         thumb = grey_thumbnail(tmp_path / "t.png")
         assert -1.0 <= crop_similarity(thumb, thumb) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(("size", "lo", "hi", "out"), [(95, 0, 95, 32), (95, 4.75, 90.25, 32), (20, 0, 20, 32),
+                                                       (64, 3.2, 60.8, 16)])
+def test_window_resampling_weights_are_pillows_lanczos(size: int, lo: float, hi: float, out: int) -> None:
+    from tuning.data.hashing import _lanczos_rows
+
+    row = np.random.default_rng(size).random(size) * 255
+    img = Image.fromarray(np.tile(row, (2, 1)).astype(np.float32), mode="F")
+    pillow = np.asarray(img.resize((out, 2), Image.Resampling.LANCZOS, box=(lo, 0, hi, 2)))[0]
+    assert np.allclose(_lanczos_rows(size, lo, hi, out) @ row, pillow, atol=1e-3)
+    many = _lanczos_rows(size, np.array([lo, 0.0]), np.array([hi, size]), out)
+    assert many.shape == (2, out, size) and np.allclose(many[0] @ row, pillow, atol=1e-3)
