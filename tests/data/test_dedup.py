@@ -297,3 +297,15 @@ def test_window_hashes_are_cached_by_sha256(cropped: Path) -> None:
         np.savez(cache, sha256=npz["sha256"], hash=npz["hash"], mirror=npz["mirror"],
                  windows=np.zeros((15, 0), dtype=np.uint64))
     assert dedup(cropped).hashed == 15
+
+
+def test_crop_check_skips_a_file_that_no_longer_decodes(tmp_path: Path) -> None:
+    from tuning.data.dedup import check_crops
+
+    whole = picture(2, (240, 320))
+    whole.save(tmp_path / "whole.png")
+    _cut(whole, 0.1, 0, 0, 0).save(tmp_path / "crop.png")
+    (tmp_path / "gone.png").write_bytes(b"\x89PNG truncated since it was hashed")
+    joined, scores = check_crops(np.array([[0, 1], [0, 2]]), [tmp_path / n for n in ("whole.png", "crop.png",
+                                                                                       "gone.png")])
+    assert joined.tolist() == [[0, 1]] and scores[0] >= 0.97 and scores[1] == -1.0
