@@ -101,12 +101,24 @@ def _lanczos_rows(size: int, lo: float | np.ndarray, hi: float | np.ndarray, out
     scale = (hi - lo) / out
     widen = np.maximum(scale, 1.0)
     centre = lo + (np.arange(out)[:, None] + 0.5) * scale
-    x = (np.arange(size) - centre + 0.5) / widen
+    support = 3.0 * widen
+    band = int(np.ceil(2 * support.max())) + 2  # pixels a row can touch: compute only those, then scatter
+    if band >= size:
+        columns = np.broadcast_to(np.arange(size), centre.shape[:-1] + (size,))
+    else:
+        first = np.clip(np.floor(centre - support), 0, size - band).astype(np.int64)
+        columns = first + np.arange(band)
+    x = (columns - centre + 0.5) / widen
     near = np.abs(x) < 3
     safe = np.where(near & (x != 0), x, 1.0)
     weights = np.where(near, np.sin(np.pi * safe) * np.sin(np.pi * safe / 3) * 3 / (np.pi * safe) ** 2, 0.0)
     weights = np.where(x == 0, 1.0, weights)  # sinc(0) * sinc(0)
-    return weights / weights.sum(axis=-1, keepdims=True)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    if band >= size:
+        return weights
+    dense = np.zeros(weights.shape[:-1] + (size,))
+    np.put_along_axis(dense, columns, weights, axis=-1)
+    return dense
 
 
 @lru_cache(maxsize=256)
