@@ -228,6 +228,10 @@ def _pair_codes(pairs: np.ndarray, n: int) -> set[int]:
     return set((np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1])).tolist())
 
 
+def _fmt(score: float | None) -> str:
+    return "-" if score is None else f"{score:.3f}"
+
+
 def calibrate(pool: list[Path], tmp: Path, seed: int) -> list[str]:
     """Window-hash K and cross-correlation threshold, measured on the calibration half only."""
     paths, source, edits = _nearset(pool, tmp / "calibration", seed)
@@ -248,7 +252,7 @@ def calibrate(pool: list[Path], tmp: Path, seed: int) -> list[str]:
                 thumbs[p] = grey_thumbnail(p)
         return max(crop_similarity(thumbs[a], thumbs[b]), crop_similarity(thumbs[b], thumbs[a]))
 
-    lines = ["#### Calibration (the other half of the posters)", "",
+    lines = ["#### Calibration half: window-hash K and cross-correlation threshold", "",
              f"{len(pool)} distinct posters; 100 of them with the {len(CROPS)} crop edits "
              f"({len(crops)} cropped copies). A crop is a candidate at K when its hash is within K bits of a window "
              "hash of its original or the other way round; every candidate pair among the real posters of this "
@@ -266,7 +270,7 @@ def calibrate(pool: list[Path], tmp: Path, seed: int) -> list[str]:
         true_scores = [score(paths[a], paths[b]) for a, b in true_pairs]
         mark = " (default)" if k == CROP_THRESHOLD else ""
         lines.append(f"| {k}{mark} | {len(got)}/{len(true_codes)} | {len(false)} | "
-                     f"{max(false_scores, default=float('nan')):.3f} | {min(true_scores, default=float('nan')):.3f} |")
+                     f"{_fmt(max(false_scores, default=None))} | {_fmt(min(true_scores, default=None))} |")
     lines += ["", f"Defaults taken from this half: K = {CROP_THRESHOLD} for window hashes, cross-correlation "
               f">= {CROP_SIMILARITY} to join."]
     return lines
