@@ -281,21 +281,26 @@ def data_import(source: Path, out: Path, group_by: str | None) -> None:
 @click.option("--threshold", type=int, default=None,
               help="Max differing hash bits for near duplicates [phash 10, dhash 10, ahash 5, whash 5, colorhash 0].")
 @click.option("--no-mirror", is_flag=True, help="Do not count mirrored copies as duplicates.")
+@click.option("--no-crops", is_flag=True, help="Do not look for cropped copies (phash window hashes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary with every group as JSON.")
 @handle_errors
-def data_dedup(dataset: Path, kind: str, threshold: int | None, no_mirror: bool, as_json: bool) -> None:
+def data_dedup(dataset: Path, kind: str, threshold: int | None, no_mirror: bool, no_crops: bool,
+               as_json: bool) -> None:
     """Group byte-identical and near-duplicate images in DATASET/manifest.csv; one per group is kept."""
     from tuning.data.dedup import dedup
 
-    bars = StageBars({"describe": "describe", "hash": "dedup hash"})
-    result = dedup(dataset, kind=kind, threshold=threshold, mirror=not no_mirror, progress=None if as_json else bars)
+    bars = StageBars({"describe": "describe", "hash": "dedup hash", "crops": "crop check"})
+    result = dedup(dataset, kind=kind, threshold=threshold, mirror=not no_mirror, crops=not no_crops,
+                   progress=None if as_json else bars)
     bars.done()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
     mirrored = f"mirrored copies within {result.mirror_threshold}" if result.mirror else "mirrored copies not compared"
-    click.echo(f"Compared {result.images} images by {result.hash} (threshold {result.threshold}, {mirrored}) "
-               f"in {result.seconds:.1f}s")
+    crops = (f"crops: {result.crop_joined} of {result.crop_checked} candidate pair(s) joined" if result.crops
+             else "crops not compared")
+    click.echo(f"Compared {result.images} images by {result.hash} (threshold {result.threshold}, {mirrored}, "
+               f"{crops}) in {result.seconds:.1f}s")
     click.echo(f"  {result.exact_groups} byte-identical group(s), {result.near_groups} near-duplicate group(s); "
                f"{result.duplicates} image(s) marked duplicate-of")
     for g in result.groups[:20]:

@@ -17,11 +17,15 @@ from tuning.data.prepare import prepare
 from tuning.errors import DataError, UnknownNameError
 
 
-def picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
-    """A poster-like image: a gradient with a few coloured shapes, different for every seed."""
+def picture(seed: int, size: tuple[int, int] = (160, 120), *, shapes: int | None = None) -> Image.Image:
+    """A poster-like image: a gradient with a few coloured shapes, different for every seed.
+
+    ``shapes`` draws other shapes on ``seed``'s gradient: a different picture of the same colours.
+    """
     rng = np.random.default_rng(seed)
     w, h = size
     base = np.linspace(rng.integers(0, 255, 3), rng.integers(0, 255, 3), h, dtype=np.float64)
+    rng = rng if shapes is None else np.random.default_rng(shapes)
     img = Image.fromarray(np.repeat(base[:, None, :], w, axis=1).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     for _ in range(6):
@@ -102,7 +106,7 @@ def test_exact_copies_alone_are_an_exact_group_and_statuses_of_people_are_kept(t
         if row["path"] == "raw/y/b.png":
             row["status"] = "rejected"
     write_manifest(root, rows)
-    assert dedup(root).hashed == 0  # every hash comes from cache/hashes-phash-v1.npz, keyed by SHA-256
+    assert dedup(root).hashed == 0  # every hash comes from cache/hashes-phash-v2.npz, keyed by SHA-256
     rows_now = _rows(root)
     assert rows_now["raw/y/b.png"]["status"] == "rejected"
     assert rows_now["raw/y/b small.png"]["status"] == "ok"  # its kept image was rejected by a person
@@ -217,3 +221,91 @@ def test_fast_phash_is_bit_identical_to_imagehash_for_the_image_and_its_mirror()
         value, flipped = phash_pair(img)
         assert value == _to_uint(imagehash.phash(img))
         assert flipped == _to_uint(imagehash.phash(ImageOps.mirror(img)))
+
+
+def _cut(img: Image.Image, left: float, top: float, right: float, bottom: float) -> Image.Image:
+    w, h = img.size
+    return img.crop((round(left * w), round(top * h), w - round(right * w), h - round(bottom * h)))
+
+
+#: Crops of up to 10% per side: one-sided, all sides, off-centre (the cases section 4 of issue #12 names).
+CROPS = {
+    "left 10%.png": (0.1, 0, 0, 0), "top 10%.jpg": (0, 0.1, 0, 0), "right 10%.png": (0, 0, 0.1, 0),
+    "bottom 10%.png": (0, 0, 0, 0.1), "all sides 10%.png": (0.05, 0.05, 0.05, 0.05),
+    "each side 10%.jpg": (0.1, 0.1, 0.1, 0.1), "left and top 10%.png": (0.1, 0.1, 0, 0),
+    "off centre.png": (0.07, 0.02, 0, 0.05),
+}
+
+
+@pytest.fixture
+def cropped(tmp_path: Path) -> Path:
+    """raw/a: one original and its crops; raw/b: pictures on the original's gradient with other shapes."""
+    root = tmp_path / "cropped"
+    (root / "raw" / "a").mkdir(parents=True)
+    (root / "raw" / "b").mkdir(parents=True)
+    original = picture(1, (240, 320))
+    original.save(root / "raw" / "a" / "poster.png")
+    for name, box in CROPS.items():
+        _cut(original, *box).save(root / "raw" / "a" / name, **({"quality": 90} if name.endswith(".jpg") else {}))
+    for i in range(6):
+        picture(1, (240, 320), shapes=50 + i).save(root / "raw" / "b" / f"similar {i}.png")
+    return root
+
+
+def test_crops_up_to_ten_percent_from_any_side_join_their_original_and_similar_colours_do_not(cropped: Path) -> None:
+    report = dedup(cropped)
+    rows = _rows(cropped)
+    for name in CROPS:
+        assert rows[f"raw/a/{name}"]["status"] == "duplicate-of:raw/a/poster.png", name
+    for i in range(6):
+        assert rows[f"raw/b/similar {i}.png"]["status"] == "ok", i
+    assert report.near_groups == 1 and report.crops and report.crop_joined >= 1
+    assert report.crop_checked >= report.crop_joined
+
+
+def test_crops_far_from_the_whole_hash_need_the_crop_check_and_no_crops_turns_it_off(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    (root / "raw" / "a").mkdir(parents=True)
+    original = picture(1, (240, 320))
+    original.save(root / "raw" / "a" / "poster.png")
+    for name in ("left and top 10%.png", "each side 10%.jpg"):  # 20 and 22 bits from the whole poster's phash
+        _cut(original, *CROPS[name]).save(root / "raw" / "a" / name)
+    result = CliRunner().invoke(cli, ["data", "dedup", str(root), "--no-crops", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["crops"] is False and summary["crop_checked"] == 0 and summary["near_groups"] == 0
+    report = dedup(root)
+    assert report.near_groups == 1 and report.duplicates == 2
+    assert report.crop_joined == report.crop_checked >= 2  # each crop with the whole (and maybe with each other)
+    result = CliRunner().invoke(cli, ["data", "dedup", str(root)])
+    n = report.crop_checked
+    assert result.exit_code == 0 and f"crops: {n} of {n} candidate pair(s) joined" in result.output, result.output
+
+
+def test_window_hashes_are_cached_by_sha256(cropped: Path) -> None:
+    from tuning.data.hashing import WINDOWS
+
+    first = dedup(cropped)
+    cache = cropped / "cache" / "hashes-phash-v2.npz"
+    with np.load(cache) as npz:
+        assert npz["windows"].shape == (len(npz["sha256"]), len(WINDOWS)) == (15, 80)
+        assert npz["windows"].dtype == np.uint64 and len(np.unique(npz["windows"][0])) > 10
+    again = dedup(cropped)
+    assert first.hashed == 15 and again.hashed == 0
+    assert [g.duplicates for g in again.groups] == [g.duplicates for g in first.groups]
+    with np.load(cache) as npz:  # a cache without window hashes (an older or damaged file) is hashed again
+        np.savez(cache, sha256=npz["sha256"], hash=npz["hash"], mirror=npz["mirror"],
+                 windows=np.zeros((15, 0), dtype=np.uint64))
+    assert dedup(cropped).hashed == 15
+
+
+def test_crop_check_skips_a_file_that_no_longer_decodes(tmp_path: Path) -> None:
+    from tuning.data.dedup import check_crops
+
+    whole = picture(2, (240, 320))
+    whole.save(tmp_path / "whole.png")
+    _cut(whole, 0.1, 0, 0, 0).save(tmp_path / "crop.png")
+    (tmp_path / "gone.png").write_bytes(b"\x89PNG truncated since it was hashed")
+    joined, scores = check_crops(np.array([[0, 1], [0, 2]]), [tmp_path / n for n in ("whole.png", "crop.png",
+                                                                                       "gone.png")])
+    assert joined.tolist() == [[0, 1]] and scores[0] >= 0.97 and scores[1] == -1.0
