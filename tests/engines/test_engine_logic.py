@@ -115,12 +115,30 @@ def test_median_pruning_stops_poor_trials_and_they_count_as_finished(
     folder = tmp_path / "pruned"
     config, space, data = _setup(tiny_space("alexnet"), folder, trials=10, epochs=4, pruner="median")
     study = load_study(config, space)
-    for lr in (1e-3, 1e-3, 1e-2, 1e-4):  # two good ones set the median; the worse two fall below it
+    # five good ones set the median (no trial is judged before five finished); the worse two fall below it,
+    # and only after half their epochs (an early epoch ranks configurations poorly: docs/engines-study.md)
+    for lr in (1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-2, 1e-4):
         study.enqueue_trial({"learning_rate": lr, "dropout": 0.1})
-    config = replace(config, trials=4)
+    config = replace(config, trials=7)
     study = _run(config, space, data, folder)
-    assert _states(study) == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
-    assert [len(t.user_attrs["history"]["val_accuracy"]) for t in study.trials] == [4, 4, 2, 2]
+    assert _states(study) == ["COMPLETE"] * 5 + ["PRUNED", "PRUNED"]
+    assert [len(t.user_attrs["history"]["val_accuracy"]) for t in study.trials] == [4] * 5 + [3, 3]
+    assert [max(t.intermediate_values.values()) for t in study.trials[:5]] == [t.value for t in study.trials[:5]]
+
+
+def test_early_trials_and_epochs_are_never_pruned(
+    fake_train: Any, tiny_space: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The four trials before the fifth finished ones are never judged, however poor (the study's own winner,
+    a learning rate of 1e-5, starts slowly); nor is any trial in the first half of its epochs."""
+    folder = tmp_path / "early"
+    config, space, data = _setup(tiny_space("alexnet"), folder, trials=10, epochs=6, pruner="median")
+    study = load_study(config, space)
+    for lr in (1e-3, 1e-4, 1e-2, 1e-4, 1e-3, 1e-3, 1e-2):
+        study.enqueue_trial({"learning_rate": lr, "dropout": 0.1})
+    study = _run(replace(config, trials=7), space, data, folder)
+    assert _states(study)[:5] == ["COMPLETE"] * 5
+    assert all(len(t.user_attrs["history"]["val_accuracy"]) >= 4 for t in study.trials)  # warm-up: 3 of 6 epochs
 
 
 def test_staged_walks_the_declared_order_keeps_the_best_of_each_axis_and_resumes_mid_stage(

@@ -22,7 +22,7 @@ from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
 from tuning.trials import (
     TrialStatus,
-    direction,  # noqa: F401 - re-exported: the engines set their study's direction with it
+    direction,
     state_counts,
 )
 
@@ -215,6 +215,7 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
     from optuna.trial import TrialState
 
     result: list[Outcome] = []
+    minimise = direction(runner.config.objective) == "minimize"
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_id())
@@ -225,10 +226,15 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
                 trial.set_user_attr("surplus", True)
                 return math.nan
 
+        best: list[float] = []
+
         def report(epoch: int, value: float) -> bool:
+            """Reports the best value so far: a trial is scored by its best epoch, and one epoch's value
+            swings too much to rank trials by (docs/engines-study.md)."""
             if not math.isfinite(value):
                 return False
-            trial.report(value, epoch)
+            best[:] = [value if not best else (min if minimise else max)(best[0], value)]
+            trial.report(best[0], epoch)
             return prune and trial.should_prune()
 
         try:
