@@ -134,7 +134,10 @@ def check_trainable(data: TrialData, space: SearchSpace, *, folds: int = 1) -> N
     if folds > 1:
         views += [(f"in fold {k + 1} of --cv {folds}", data.with_fold(k, folds), "") for k in range(folds)]
     for where, view, scheme in views:
-        codes = view.codes(arrays, scheme)
+        try:
+            codes = view.codes(arrays, scheme)
+        except DataError as exc:  # too few groups for any split: say which dataset
+            raise DataError(f"{data.dataset}: {exc}") from None
         for label, name in enumerate(arrays.classes):
             mine = codes[arrays.y == label]
             counts = {split: int(np.sum(mine == code)) for split, code in (("train", TRAIN), ("val", VAL),

@@ -168,8 +168,8 @@ def test_prepare_warns_when_a_class_has_fewer_groups_than_splits(tmp_path: Path)
         _png(tmp_path / "d" / "raw" / "b" / f"show{i}" / f"{i}.png", 10 + i)
     out = CliRunner().invoke(cli, ["data", "prepare", str(tmp_path / "d"), "--size", "8", "--group-by", "folder"])
     assert out.exit_code == 0, out.output
-    assert ("Warning: split 70/15/15 cannot be made: class 'a' has 2 group(s), fewer than the 3 splits "
-            "(train, val, test)") in out.output
+    assert ("Warning: split 70/15/15 cannot be made: class 'a' has 2 image group(s) (an image with its "
+            "near-duplicates, or a --group-by group), fewer than the 3 splits (train, val, test) need") in out.output
 
 
 def test_prepare_refuses_a_bad_preview_split_in_one_line(shows: Path, tmp_path: Path) -> None:

@@ -189,7 +189,8 @@ def test_a_class_with_fewer_groups_than_splits_is_named_with_its_count() -> None
     groups = np.array(["a"] * 5 + ["b"] * 5 + [f"s{i}" for i in range(10)], dtype=object)
     with pytest.raises(DataError) as info:
         assign_splits(labels, groups, "70/15/15", seed=0, classes=["Drama", "Comedy"])
-    assert str(info.value).startswith("class 'Drama' has 2 group(s), fewer than the 3 splits (train, val, test)")
+    assert str(info.value).startswith("class 'Drama' has 2 image group(s) (an image with its near-duplicates, or a "
+                                      "--group-by group), fewer than the 3 splits (train, val, test) need")
     assert "raw/Drama/" in str(info.value) and "--group-by" in str(info.value)
 
 

@@ -16,7 +16,7 @@ from tuning.errors import DataError, StudyError
 from tuning.pipeline import SearchRequest, resolve_config
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig
-from tuning.train import TrialData
+from tuning.train import TrialData, check_trainable
 
 #: Every test here trains tiny real models end to end (make test; left out of make test-fast).
 pytestmark = pytest.mark.slow
@@ -195,12 +195,12 @@ def _lopsided(tmp_path: Path, *, balance: str) -> Path:
 
 
 @pytest.mark.parametrize("balance, message", [
-    # undersampling cuts every class to the one Romance image, which lands in test
-    ("undersample", "class 'Action' has no image in train or val with split 70/15/15 (train 0, val 0, test 1 of "
-                    "its 1 prepared images)"),
-    # weights keep all 31 images: Romance's one image is its test image, so it would never be trained on
-    ("weights", "class 'Romance' has no image in train or val with split 70/15/15 (train 0, val 0, test 1 of its "
-                "1 prepared images)"),
+    # undersampling cuts every class to the one Romance image: one image cannot be in train, val and test
+    ("undersample", "class 'Action' has 1 image group(s) (an image with its near-duplicates, or a --group-by "
+                    "group), fewer than the 3 splits (train, val, test) need"),
+    # weights keep all 31 images, but Romance's one image could only ever be on one side
+    ("weights", "class 'Romance' has 1 image group(s) (an image with its near-duplicates, or a --group-by "
+                "group), fewer than the 3 splits (train, val, test) need"),
 ])
 def test_a_class_missing_from_a_split_stops_the_study_before_any_trial(
     tiny_space: Callable[[str], Path], tmp_path: Path, balance: str, message: str
@@ -210,26 +210,26 @@ def test_a_class_missing_from_a_split_stops_the_study_before_any_trial(
     config, space, data = _setup(root, tiny_space("alexnet"), folder, engine="optuna", trials=1)
     with pytest.raises(DataError) as info:
         run_engine(config, space, data, folder, on_event=lambda e: pytest.fail(f"a trial event: {e}"))
-    assert str(info.value).startswith(f"{root}: {message}; add images to raw/")
+    assert str(info.value).startswith(f"{root}: {message}, since a group stays on one side; add images to raw/")
     assert not (folder / "trials").exists() and not (folder / "optuna.journal").exists()
 
 
-def test_every_searched_split_is_checked_before_the_first_trial(
+def test_every_searched_split_validates_every_class(
     tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """70/15/15 fits 24 images a class, but 98/1/1 (a value of the searched split axis) leaves validation
-    empty: the study stops at once instead of recording NaN trials when the sampler reaches it."""
+    """98/1/1 (a value of the staged split stage) asks for 0.24 validation images a class out of 24: the
+    placement still gives every class at least one validation image in every scheme, so no trial records a NaN
+    objective, and every scheme is scored on the same images."""
     text = tiny_space("alexnet").read_text().replace('values = ["70/15/15"]', 'values = ["70/15/15", "98/1/1"]')
     path = tmp_path / "splits.toml"
     path.write_text(text.replace('params = ["learning_rate", "dropout"]', 'params = ["learning_rate", "split"]'))
-    for engine in ("optuna", "staged", "kerastuner"):
-        folder = tmp_path / engine
-        config, space, data = _setup(tiny_dataset, path, folder, engine=engine, trials=1)
-        assert "split" in space.search
-        with pytest.raises(DataError, match=r"class 'Action' has no image in val with split 98/1/1 \(train 20, "
-                                            r"val 0, test 4 of its 24 prepared images\)"):
-            run_engine(config, space, data, folder, on_event=lambda e: pytest.fail(f"a trial event: {e}"))
-        assert not (folder / "trials").exists()
+    config, space, data = _setup(tiny_dataset, path, tmp_path / "staged", engine="staged", trials=1)
+    assert "split" in space.search
+    check_trainable(data, space)
+    views = {scheme: data.split(32, scheme) for scheme in space.schemes()}
+    for view in views.values():
+        assert set(view["val"][1].tolist()) == {0, 1, 2} and set(view["train"][1].tolist()) == {0, 1, 2}
+    assert len({tuple(sorted(v["val"][2])) for v in views.values()}) == 1
 
 
 def test_the_cli_shows_a_too_small_split_as_one_line(tiny_space: Callable[[str], Path], tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def test_the_cli_shows_a_too_small_split_as_one_line(tiny_space: Callable[[str],
                                       "--study", str(tmp_path / "runs" / "small")])
     assert result.exit_code == 1, result.output
     last = result.output.splitlines()[-1]
-    assert last.startswith(f"Error: {root}: class 'Romance' has no image in train or val with split 70/15/15")
+    assert last.startswith(f"Error: {root}: class 'Romance' has 1 image group(s)")
     assert "Traceback" not in result.output and result.output.count("Error") == 1
     assert not (tmp_path / "runs" / "small" / "trials").exists()
 
@@ -256,7 +256,7 @@ def test_a_too_small_split_leaves_no_study_folder(tiny_space: Callable[[str], Pa
 
     root = _lopsided(tmp_path, balance="weights")
     folder = tmp_path / "runs" / "small"
-    with pytest.raises(DataError, match="class 'Romance' has no image in train or val"):
+    with pytest.raises(DataError, match="class 'Romance' has 1 image group"):
         run_search(SearchRequest(model="alexnet", data=root, space=str(tiny_space("alexnet")), budget="quick",
                                  trials=1, study=str(folder)))
     assert not folder.exists()

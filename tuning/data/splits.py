@@ -113,9 +113,10 @@ def check_groups(labels: np.ndarray, groups: np.ndarray, *, classes: Sequence[st
         if n < MIN_GROUPS:
             name = classes[int(value)] if classes is not None else str(value)
             raise DataError(
-                f"class '{name}' has {n} group(s), fewer than the {MIN_GROUPS} splits (train, val, test); a group "
-                f"stays on one side, so add images from more shows, people or sessions to raw/{name}/, or group "
-                "more finely ('tuning data prepare DATASET --group-by ...')"
+                f"class '{name}' has {n} image group(s) (an image with its near-duplicates, or a --group-by group), "
+                f"fewer than the {MIN_GROUPS} splits (train, val, test) need, since a group stays on one side; add "
+                f"images to raw/{name}/ (from more shows, people or sessions when grouped), or group more finely "
+                "('tuning data prepare DATASET --group-by ...')"
             )
 
 
