@@ -86,7 +86,7 @@ def test_predict_cli_reads_a_folder_and_reports_unreadable_files(
     (images / "broken.png").write_text("not a png")
     result = CliRunner().invoke(cli, ["predict", str(outcome.model), str(images), "--json", "--top-k", "2"])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.output.splitlines()]  # JSON lines: one object per image
+    rows = [json.loads(line) for line in result.stdout.splitlines()]  # JSON lines: one object per image
     assert len(rows) == 4
     assert [r for r in rows if "error" in r][0]["file"].endswith("broken.png")
     good = [r for r in rows if "top" in r]
