@@ -47,6 +47,8 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path: Path, monkeypatch
     assert len(printed) == len(expected)
     # the same fields in the same order; trained numbers may differ in their last digits across machines
     assert printed[0].split()[:2] == expected[0].split()[:2] and printed[0].split()[-2:] == expected[0].split()[-2:]
-    assert printed[1].split(" [")[0] == expected[1].split(" [")[0] and "'class': 'Anime'" in printed[1]
+    # the class a 2-epoch model picks is chance; that it answers with a class and its probability is not
+    assert printed[1].split(" [")[0] == expected[1].split(" [")[0]
+    assert re.search(r"\[\{'class': '\w+', 'probability': 0\.\d+\}\]$", printed[1])
     assert (tmp_path / "runs" / "nb" / "report" / "index.html").is_file()
     assert keras.mixed_precision.global_policy().name == policy  # the caller's Keras settings are back

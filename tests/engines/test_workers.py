@@ -87,7 +87,7 @@ def test_recycled_child_processes_share_one_study(
     ends = [e for e in events if e["event"] == "trial_end"]
     assert len(ends) == 3 and len({e["pid"] for e in ends}) == 3
     assert os.getpid() not in {e["pid"] for e in ends}
-    assert outcome.counts == {"complete": 3}
+    assert outcome.counts == {"complete": 3, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
     assert (outcome.folder / "report" / "index.html").exists()
 
 
