@@ -143,7 +143,7 @@ def test_group_split_properties_over_many_random_layouts(mixed: bool) -> None:
         scheme = ["70/15/15", "80/10/10", "60/20/20"][case % 3]
         few = [c for c in np.unique(labels) if len(np.unique(groups[labels == c])) < 3]
         if few:
-            with pytest.raises(DataError, match=r"has \d group\(s\), fewer than the 3 splits"):
+            with pytest.raises(DataError, match=r"has \d image group\(s\) .*, fewer than the 3 splits"):
                 assign_splits(labels, groups, scheme, seed=case)
             continue
         tried += 1
