@@ -426,6 +426,12 @@ def data_review(dataset: Path, out: Path | None, rejects: tuple[Path, ...]) -> N
 
 
 # ----- search --------------------------------------------------------------------------------------------
+def _shown_path(path: str) -> str:
+    """A path as the user would type it here: relative when it lies under the working directory."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
+
+
 #: How the per-trial line names each objective.
 SHORT_OBJECTIVES = {"val_accuracy": "val_acc", "val_loss": "val_loss", "val_balanced_accuracy": "bal_acc",
                     "val_macro_f1": "macro_f1"}
@@ -444,8 +450,9 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             config = event["config"]
             state["total"] = config.trials
             state["objective"] = config.objective
-            click.echo(f"Study {event['folder']}: {config.model} on {config.dataset}, engine {config.engine}/"
-                       f"{config.sampler}, budget {config.budget}, {config.trials} trials x {config.epochs} epochs")
+            click.echo(f"Study {event['folder']}: {config.model} on {_shown_path(config.dataset)}, engine "
+                       f"{config.engine}/{config.sampler}, budget {config.budget}, {config.trials} trials x "
+                       f"{config.epochs} epochs")
             split = event["space"].base["split"]
             if config.cv > 1:
                 click.echo(f"Scored by {config.cv}-fold cross-validation over train+val (the mean of {config.cv} "
