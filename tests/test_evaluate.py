@@ -53,6 +53,7 @@ def test_best_epoch_count_follows_the_objective() -> None:
     assert best_epoch_count({}, "val_accuracy") == 0
 
 
+@pytest.mark.slow
 def test_retraining_keeps_the_epoch_best_by_the_studys_objective(
     tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:

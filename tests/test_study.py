@@ -181,6 +181,7 @@ def test_config_on_disk_names_paths_relative_to_the_folder(project: Path) -> Non
     assert on_disk["dataset"] == "../../datasets/tiny"
 
 
+@pytest.mark.slow
 def test_report_with_an_absolute_study_path_from_another_directory(project: Path, tmp_path: Path) -> None:
     """It used to open a journal relative to the working directory, create it empty and report no trials."""
     folder = project / "runs" / "rel"

@@ -519,7 +519,7 @@ def test_search_failures_stop_that_query_and_refusals_stop_the_run(api: FakeApi,
 
 
 # ----- one deadline per request -----------------------------------------------------------------------
-DEADLINE = 1.5
+DEADLINE = 0.6
 #: What may come on top of the deadline: threads starting, the other images, the summary. Far below a retry.
 SLACK = 1.0
 HUNG = ["hang", "drip-head", "drip-body"]
