@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from tests.data._pictures import picture
 from tuning.data.hashing import (
     WINDOWS,
     crop_similarity,
@@ -18,22 +19,6 @@ from tuning.data.hashing import (
     phash_pair,
     window_phashes,
 )
-
-
-def picture(seed: int, size: tuple[int, int], *, shapes: int | None = None) -> Image.Image:
-    """A gradient with coloured shapes; ``shapes`` draws other shapes on the same gradient (same colours)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = np.linspace(rng.integers(0, 255, 3), rng.integers(0, 255, 3), h, dtype=np.float64)
-    img = Image.fromarray(np.repeat(base[:, None, :], w, axis=1).astype(np.uint8))
-    rng = rng if shapes is None else np.random.default_rng(shapes)
-    draw = ImageDraw.Draw(img)
-    for _ in range(6):
-        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        box = (x0, y0, x0 + int(rng.integers(15, w // 2)), y0 + int(rng.integers(15, h // 2)))
-        fill = tuple(int(v) for v in rng.integers(0, 255, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
-    return img
 
 
 def _cut(img: Image.Image, left: float, top: float, right: float, bottom: float) -> Image.Image:
