@@ -279,12 +279,6 @@ def rank_agreement(table: Mapping[str, dict[str, Any]], epochs: int, *, best_so_
     return [spearman([at(r, e) for r in rows], final) for e in range(epochs)]
 
 
-def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    finite = sorted(values)
-    q = np.quantile(np.array(finite, dtype=float), [0.25, 0.5, 0.75], method="linear")
-    return float(q[0]), float(q[1]), float(q[2])
-
-
 def curve_on_grid(trace: list[tuple[int, float, float]], grid: np.ndarray, index: int) -> np.ndarray:
     out = np.full(len(grid), np.nan)
     for spent, *values in trace:
@@ -460,7 +454,7 @@ def write_doc(a: argparse.Namespace, table: Mapping[str, dict[str, Any]],
     for label, runs in results.items():
         hits = [reach(t, staged_best) for t in runs]
         spent = [h if h is not None else math.inf for h in hits]
-        lo, med, hi = quartiles(spent) if all(math.isfinite(s) for s in spent) else _inf_quartiles(spent)
+        lo, med, hi = quartiles(spent)
         rows[label] = (lo / staged_epochs, med / staged_epochs, hi / staged_epochs)
         lines.append(
             f"| {label} | {len(runs[0])} | {len(runs)} | {sum(h is not None for h in hits)}/{len(runs)} | "
@@ -529,7 +523,9 @@ def write_doc(a: argparse.Namespace, table: Mapping[str, dict[str, Any]],
     a.doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _inf_quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """25th, 50th and 75th percentiles (linear interpolation, as numpy's default); a quantile that touches a
+    run that never reached the target (inf) is inf."""
     ordered = sorted(values)
     n = len(ordered)
 
