@@ -20,11 +20,7 @@ from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
 from tuning.train import TrialData, train_trial
-from tuning.trials import (
-    TrialStatus,
-    direction,
-    state_counts,
-)
+from tuning.trials import TrialStatus, direction, real_trials, state_counts, state_name
 
 #: Called per epoch of the first run (repeat 0; with --cv, its fold 0) with (epoch index, objective value);
 #: True prunes the trial. Every trial is pruned on the same fold, so their curves are comparable.
@@ -158,18 +154,15 @@ def failure_limit(config: StudyConfig) -> int:
     return config.max_failures or max(3, config.trials)
 
 
-def check_failures(study: Any, config: StudyConfig, trials_dir: Path, *, first_trial: int) -> None:
+def check_failures(trials_or_study: Any, config: StudyConfig, trials_dir: Path, *, first_trial: int) -> None:
     """Stop the study once the trials of THIS run (numbered ``first_trial`` or later) failed ``--max-failures``
     times, for every engine alike.
 
     Failures of earlier runs do not count: they stopped those runs already, and a rerun after fixing the cause
     must train instead of stopping at once. Surplus trials (lost races, never trained) are not failures.
     """
-    from optuna.trial import TrialState
-
     limit = failure_limit(config)
-    failed = sum(t.state == TrialState.FAIL and t.number >= first_trial and not t.user_attrs.get("surplus")
-                 for t in study.get_trials(deepcopy=False))
+    failed = sum(state_name(t) == "failed" and t.number >= first_trial for t in real_trials(trials_or_study))
     if failed >= limit:
         raise StudyError(f"{failed} trials failed (limit --max-failures {limit}); see the reasons in "
                          f"{trials_dir}/*/history.json, fix the space or data, then rerun to continue")
@@ -184,17 +177,17 @@ def work_loop(study: Any, config: StudyConfig, runner: TrialRunner, *, suggest: 
     ``first_trial`` is the study's first trial number of this run (for the failure limit): the trials already
     there when this call starts where None; worker processes of one command get the command's.
     """
-
     if first_trial is None:
         first_trial = len(study.get_trials(deepcopy=False))
     trained = 0
     while True:
         fail_dead_workers(study)
-        counts = state_counts(study)
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per round
+        counts = state_counts(trials)
         done, running = counts["complete"] + counts["pruned"], counts["running"]
         if done >= config.trials:
             return
-        check_failures(study, config, runner.trials_dir, first_trial=first_trial)
+        check_failures(trials, config, runner.trials_dir, first_trial=first_trial)
         if done + running >= config.trials:
             time.sleep(POLL_SECONDS)  # another worker's trial decides whether more are needed
             continue
@@ -226,15 +219,16 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
                 trial.set_user_attr("surplus", True)
                 return math.nan
 
-        best: list[float] = []
+        best: float | None = None
 
         def report(epoch: int, value: float) -> bool:
             """Reports the best value so far: a trial is scored by its best epoch, and one epoch's value
             swings too much to rank trials by (docs/engines-study.md)."""
+            nonlocal best
             if not math.isfinite(value):
                 return False
-            best[:] = [value if not best else (min if minimise else max)(best[0], value)]
-            trial.report(best[0], epoch)
+            best = value if best is None else (min if minimise else max)(best, value)
+            trial.report(best, epoch)
             return prune and trial.should_prune()
 
         try:
