@@ -78,6 +78,7 @@ class TrialData:
         self.scored_val = scored_val  # see SearchSpace.scored_val_fraction
         self.fold = fold  # (k, K): train on K-1 folds of train+val, validate on fold k (--cv K)
         self._arrays: dict[int, Prepared] = {}
+        self._codes: dict[tuple[int, str], np.ndarray] = {}  # (image size, scheme) -> codes, made once
 
     def with_fold(self, k: int, folds: int) -> TrialData:
         """The same data (and its loaded arrays) seen as fold ``k`` of ``folds``; the test images are unchanged."""
@@ -113,12 +114,22 @@ class TrialData:
                 for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
     def codes(self, data: Prepared, scheme: str) -> np.ndarray:
-        """TRAIN/VAL/TEST/UNUSED per prepared image for ``scheme`` (or for this view's fold: see ``with_fold``)."""
-        if self.fold is not None:
-            return assign_folds(data.y, data.groups, fold=self.fold[0], folds=self.fold[1], seed=self.seed,
-                                test_fraction=self.test_fraction)
-        return assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction,
-                             scored_val=self.scored_val, classes=data.classes)
+        """TRAIN/VAL/TEST/UNUSED per prepared image for ``scheme`` (or for this view's fold: see ``with_fold``).
+
+        Computed once per image size and scheme (the group placement takes seconds at 100,000 images, and the
+        pre-trial checks and every trial of a process ask again); read-only, as callers share it.
+        """
+        key = (data.size, scheme)
+        if key not in self._codes:
+            if self.fold is not None:
+                codes = assign_folds(data.y, data.groups, fold=self.fold[0], folds=self.fold[1], seed=self.seed,
+                                     test_fraction=self.test_fraction)
+            else:
+                codes = assign_splits(data.y, data.groups, scheme, seed=self.seed, test_fraction=self.test_fraction,
+                                      scored_val=self.scored_val, classes=data.classes)
+            codes.flags.writeable = False
+            self._codes[key] = codes
+        return self._codes[key]
 
 
 def check_trainable(data: TrialData, space: SearchSpace, *, folds: int = 1) -> None:
