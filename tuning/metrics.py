@@ -116,6 +116,27 @@ def headline_notes(metrics: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+def balanced_accuracy_interval(y_true: np.ndarray, y_pred: np.ndarray, *, resamples: int = 2000,
+                               seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of balanced accuracy, resampling within each class.
+
+    Balanced accuracy is a mean of per-class recalls, each a proportion over its own class, so there is no
+    Wilson form for it; resampling each class's test images (stratified, so every resample has every class)
+    keeps the class sizes the estimate was made with. Seeded: the same predictions give the same interval.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.unique(y_true)
+    if not len(classes):
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    recalls = np.empty((resamples, len(classes)))
+    for j, c in enumerate(classes):
+        right = (y_pred[y_true == c] == c).astype(np.float64)
+        recalls[:, j] = right[rng.integers(0, len(right), size=(resamples, len(right)))].mean(axis=1)
+    low, high = np.percentile(recalls.mean(axis=1), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def mcnemar(b: int, c: int, *, mid_p: bool = False) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs only.
 
