@@ -287,3 +287,38 @@ def test_an_ensemble_larger_than_the_study_is_one_line_naming_both_numbers(study
 def _csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def test_members_of_different_image_sizes_are_tested_on_the_same_images_and_export_as_one(
+        study: Path, tmp_path: Path) -> None:
+    """Two members at 32 and 24 px (the 24 px cache is prepared on the way): their predictions are paired by
+    file, the ensemble is their mean, and the exported .keras file resizes for each inside and answers alike."""
+    from tuning.data.images import load_raw_rgb
+    from tuning.evaluate import Member, read_predictions, retrain_ensemble
+    from tuning.export import export_study
+    from tuning.inference import load_predictor
+    from tuning.study import write_config
+
+    folder = tmp_path / "sizes"
+    shutil.copytree(study, folder)
+    config = read_config(folder)
+    shutil.copytree(config.dataset, tmp_path / "data")  # its own copy gets the 24 px cache
+    config.dataset = str(tmp_path / "data")
+    write_config(folder, config)
+    space = SearchSpace.from_dict(config.space)
+    data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
+    params = dict(space.resolve({}))
+    members = [Member(0, 0.5, params), Member(1, 0.4, {**params, "image_size": 24})]
+    m = retrain_ensemble(config, space, data, members, folder)
+    assert [r["image_size"] for r in m["members"]] == [32, 24]
+    assert m["members"][0]["differs"] == {"image_size": 32} and "image_size" not in m["params"]
+    rows = read_predictions(folder, model="ensemble")
+    parts = [_csv(folder / "final" / "ensemble" / "members" / f"trial-{n}" / "predictions.csv") for n in (0, 1)]
+    assert [r["file"] for r in parts[1]] == [r["file"] for r in rows] == [r["file"] for r in parts[0]]
+    assert np.abs(_probs(rows) - (_probs(parts[0]) + _probs(parts[1])) / 2).max() < 2e-6
+    model = export_study(folder).model
+    card = json.loads((folder / "export" / "model_card.json").read_text())
+    assert card["input"]["resized_to"] == [32, 32]
+    assert [e["image_size"] for e in card["ensemble"]["members"]] == [32, 24]
+    images = [load_raw_rgb(Path(config.dataset) / r["file"]) for r in rows]
+    assert np.abs(load_predictor(model).run(images) - _probs(rows)).max() < 1e-4
