@@ -138,9 +138,9 @@ def test_headline_notes_say_whether_the_test_split_is_group_disjoint() -> None:
 
 
 def test_balanced_accuracy_interval_covers_the_estimate_and_narrows_with_more_images() -> None:
-    """Stratified bootstrap: seeded (same predictions, same interval), around the point estimate, a point
-    where every image is right, wider on 12 images than on 1200 of the same recalls; nothing to resample
-    gives NaN."""
+    """Posterior interval (uniform prior per recall): seeded (same predictions, same interval), around the
+    point estimate, several times narrower on 1200 images than on 12 of the same recalls, never a point where
+    a recall is 0 or 1 (a one-class answerer: 1/3 inside a real interval); no images gives NaN."""
     y = np.repeat([0, 1, 2], 4)
     pred = np.array([0, 0, 0, 1, 1, 1, 0, 2, 2, 2, 2, 0])
     point = summarize(confusion_matrix(y, pred, 3), ["a", "b", "c"])["balanced_accuracy"]
@@ -149,5 +149,8 @@ def test_balanced_accuracy_interval_covers_the_estimate_and_narrows_with_more_im
     assert balanced_accuracy_interval(y, pred) == [low, high]
     big_low, big_high = balanced_accuracy_interval(np.tile(y, 100), np.tile(pred, 100))
     assert big_high - big_low < (high - low) / 5 and big_low < point < big_high
-    assert balanced_accuracy_interval(y, y) == [1.0, 1.0]
+    one_class_low, one_class_high = balanced_accuracy_interval(np.tile(y, 5), np.zeros(60, dtype=int))
+    assert one_class_low < 1 / 3 < one_class_high and one_class_high - one_class_low > 0.05
+    perfect_low, perfect_high = balanced_accuracy_interval(y, y)
+    assert 0.6 < perfect_low < perfect_high < 1.0
     assert all(np.isnan(balanced_accuracy_interval(np.array([], dtype=int), np.array([], dtype=int))))

@@ -205,7 +205,7 @@ def test_the_ensemble_section_lists_members_and_the_mcnemar_line(ensemble_study:
     for member in m["members"]:
         assert f"<td>trial #{member['trial']}" in section
         assert f"<td>{member['accuracy']:.4g}</td>" in section
-    assert "<td>the ensemble of 2 models</td>" in section and "95% bootstrap CI" in section
+    assert "<td>the ensemble of 2 models</td>" in section and "95% posterior interval" in section
     t = m["mcnemar"]
     assert (f"McNemar, best single model (trial #{t['single_trial']}, accuracy {t['single_accuracy']:.3f}) vs the "
             f"ensemble of 2 models ({m['accuracy']:.3f}) on {t['n']} test images: both right "

@@ -777,7 +777,7 @@ def _ensemble_summary(m: Mapping[str, Any]) -> None:
     what = f"Ensemble of {len(m['members'])}" if m["kind"] == "ensemble" else "Best model"
     click.echo(f"{what}{' with flip TTA' if m['tta'] == 'flip' else ''}: test accuracy {m['accuracy']:.3f} "
                f"(95% Wilson CI {ci(m['accuracy_ci95'])}, n={m['n']}), balanced accuracy "
-               f"{m['balanced_accuracy']:.3f} (95% bootstrap CI {ci(m['balanced_accuracy_ci95'])}), "
+               f"{m['balanced_accuracy']:.3f} (95% posterior interval {ci(m['balanced_accuracy_ci95'])}), "
                f"macro ROC-AUC {m['roc_auc_macro']:.3f}")
     _headline_notes(m)
     t = m["mcnemar"]

@@ -619,7 +619,7 @@ def ensemble_blocks(ctx: ReportContext) -> list[Block]:
                    + (", each image's averaged with its mirror's" if flip else "")
                    + f", tested once on the test split (members retrained on {m['fit_on']}, seed {m['seed']})."),
         Block("table", header=["model", ctx.config.objective, "differs in", "test accuracy", "95% Wilson CI",
-                               "balanced accuracy", "95% bootstrap CI", *(["with flip"] if flip else [])],
+                               "balanced accuracy", "95% posterior interval", *(["with flip"] if flip else [])],
               rows=rows),
         Block("p", f"McNemar, best single model (trial #{t['single_trial']}, accuracy {t['single_accuracy']:.3f}) "
                    f"vs {_ensemble_name(m)} ({m['accuracy']:.3f}) on {t['n']} test images: both right "
