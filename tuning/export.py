@@ -224,6 +224,10 @@ def _card(config: StudyConfig, metrics: dict[str, Any], result: ExportResult, fo
     }
 
 
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _card_markdown(card: dict[str, Any]) -> str:
     test = card["test"]
     low, high = test["accuracy_ci95"]
@@ -249,7 +253,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
                   "| member (trial) | image size | differs in | test accuracy (95% CI) | balanced accuracy | epochs |",
                   "| --- | --- | --- | --- | --- | --- |",
                   *(f"| #{m['trial']} | {m['image_size']} | "
-                    f"{', '.join(f'{k}={v}' for k, v in m['differs'].items()) or '-'} | {m['accuracy']:.3f} "
+                    f"{', '.join(f'{k}={_short(v)}' for k, v in m['differs'].items()) or '-'} | {m['accuracy']:.3f} "
                     f"({m['accuracy_ci95'][0]:.3f}-{m['accuracy_ci95'][1]:.3f}) | {m['balanced_accuracy']:.3f} | "
                     f"{m['epochs_trained']} |" for m in ensemble["members"])]
         lines += ["", f"Trained on: {card['trained']['fit_on']}; the parameters all members share:", ""]
