@@ -273,8 +273,9 @@ def test_flip_tta_averages_each_image_with_its_mirror_and_a_plain_retrain_ships_
 def test_an_ensemble_larger_than_the_study_is_one_line_naming_both_numbers(study: Path) -> None:
     result = CliRunner().invoke(cli, ["retrain", "--study", str(study), "--ensemble", "5"])
     assert result.exit_code == 1
-    assert result.output == ("Error: --ensemble 5 asks for 5 distinct finished trials, but study 'tiny' has 3; "
-                             "use --ensemble 3 or fewer\n")
+    assert result.output == ("Error: --ensemble 5 asks for 5 distinct finished trials, but study 'tiny' has 3 "
+                             "(complete ones only: a pruned trial's value is not its full budget's); use --ensemble 3 "
+                             "or fewer\n")
     result = CliRunner().invoke(cli, ["retrain", "--study", str(study), "--ensemble", "2", "--seeds", "2"])
     assert result.exit_code == 1 and result.output.startswith("Error: --seeds 2 measures one configuration's")
     result = CliRunner().invoke(cli, ["retrain", "--study", str(study), "--tta", "rotate"])

@@ -358,7 +358,8 @@ def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds
     picked = top_trials(study, ensemble, config.objective) if combined else [best_trial(study, config.objective)]
     if len(picked) < ensemble:
         raise StudyError(f"--ensemble {ensemble} asks for {ensemble} distinct finished trials, but study "
-                         f"'{config.name}' has {len(picked)}; use --ensemble {len(picked)} or fewer")
+                         f"'{config.name}' has {len(picked)} (complete ones only: a pruned trial's value is not "
+                         f"its full budget's); use --ensemble {len(picked)} or fewer")
     members = []
     for trial in picked:
         epochs = None
