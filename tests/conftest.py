@@ -208,3 +208,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "finished_study" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def ensemble_study(finished_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the finished study after ``tuning retrain --ensemble 2`` (made once; copy before changing).
+    The command's output is beside it, in ``retrain.txt``; ``before/`` holds the copy's single-model files as
+    they were before the ensemble run."""
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    root = tmp_path_factory.mktemp("ensemble")
+    folder = root / finished_study.name
+    shutil.copytree(finished_study, folder)
+    shutil.copytree(folder / "final", root / "before")
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(folder), "--ensemble", "2"])
+    assert result.exit_code == 0, result.output
+    (root / "retrain.txt").write_text(result.output, encoding="utf-8")
+    return folder

@@ -180,3 +180,146 @@ def test_a_grouped_dataset_is_tested_on_unseen_groups_and_the_summary_says_so(
     headline = result.output.split("Test accuracy", 1)[1].splitlines()
     assert headline[1].startswith(f"  Group-disjoint test split: its {m['groups']['test']} group(s)")
     assert "trivial baseline" in headline[2]
+
+
+def _probs(rows: list[dict[str, str]]) -> np.ndarray:
+    return np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+
+
+def test_an_ensemble_averages_its_members_probabilities(ensemble_study: Path) -> None:
+    from tuning.evaluate import read_predictions
+    from tuning.trials import top_trials
+
+    m = json.loads((ensemble_study / "final" / "ensemble" / "metrics.json").read_text())
+    config = read_config(ensemble_study)
+    from tuning.engines.optuna_engine import load_study
+
+    expected = [t.number for t in top_trials(load_study(config), 2, config.objective)]
+    assert [member["trial"] for member in m["members"]] == expected  # best first: the best trial leads
+    assert m["kind"] == "ensemble" and m["tta"] == "none" and len(m["members"]) == 2
+    rows = read_predictions(ensemble_study, model="ensemble")
+    members = [_csv(ensemble_study / "final" / "ensemble" / "members" / f"trial-{n}" / "predictions.csv")
+               for n in expected]
+    assert all([r["file"] for r in rows] == [r["file"] for r in member] for member in members)
+    mean = np.mean([_probs(member) for member in members], axis=0)
+    assert np.abs(_probs(rows) - mean).max() < 2e-6  # six decimals in the files
+    assert m["accuracy"] == pytest.approx(np.mean([r["true"] == r["predicted"] for r in rows]))
+    for member, member_rows in zip(m["members"], members):
+        assert member["accuracy"] == pytest.approx(np.mean([r["true"] == r["predicted"] for r in member_rows]))
+        assert 0.0 <= member["balanced_accuracy_ci95"][0] < member["balanced_accuracy_ci95"][1] <= 1.0
+        assert set(member["differs"]) <= {"learning_rate", "dropout"} and member["differs"]
+    t = m["mcnemar"]
+    assert t["single_trial"] == expected[0] and t["n"] == m["n"]
+    assert t["both_right"] + t["only_single"] + t["only_ensemble"] + t["both_wrong"] == m["n"]
+    assert t["single_accuracy"] == pytest.approx(m["members"][0]["accuracy"])
+    assert t["both_right"] + t["only_ensemble"] == round(m["accuracy"] * m["n"])
+
+
+def test_an_ensemble_run_keeps_the_single_model_and_says_which_ships(ensemble_study: Path) -> None:
+    from tuning.evaluate import shipped_model
+
+    final, before = ensemble_study / "final", ensemble_study.parent / "before"
+    for name in ("model.keras", "predictions.csv", "architecture.json"):
+        assert (final / name).read_bytes() == (before / name).read_bytes(), name
+    single = _metrics(ensemble_study)
+    assert single.pop("shipped") == "ensemble" and shipped_model(ensemble_study) == "ensemble"
+    assert single == {k: v for k, v in json.loads((before / "metrics.json").read_text()).items() if k != "shipped"}
+    output = (ensemble_study.parent / "retrain.txt").read_text()
+    assert "Ensemble of 2: test accuracy" in output and "95% posterior interval" in output
+    assert output.count("  member trial #") == 2 and "(best)" in output
+    assert "McNemar, best single model (trial #" in output
+    assert 'Shipped model: this one (final/ensemble/; final/metrics.json says "shipped": "ensemble")' in output
+    assert not list(final.glob(".ensemble*"))  # built aside, swapped in whole
+
+
+def test_flip_tta_averages_each_image_with_its_mirror_and_a_plain_retrain_ships_the_single_again(
+        study: Path, tmp_path: Path) -> None:
+    """``--tta flip`` with one model: the best trial's model, each test image averaged with its mirror; the
+    exported file (one .keras) answers the same on the raw files. A plain retrain afterwards ships the single
+    model again and leaves the TTA results where they were."""
+    from tuning.data.images import load_raw_rgb
+    from tuning.evaluate import mirror, read_predictions, shipped_model
+    from tuning.export import load_model
+    from tuning.inference import load_predictor
+
+    folder = tmp_path / "tta"
+    shutil.copytree(study, folder)
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(folder), "--tta", "flip"])
+    assert result.exit_code == 0, result.output
+    assert "Best model with flip TTA: test accuracy" in result.output and "with flip" in result.output
+    m = json.loads((folder / "final" / "ensemble" / "metrics.json").read_text())
+    assert m["kind"] == "tta" and m["tta"] == "flip" and len(m["members"]) == 1
+    config = read_config(folder)
+    space = SearchSpace.from_dict(config.space)
+    x, _, ids = TrialData.for_space(Path(config.dataset), space, seed=config.seed).split(32, "70/15/15")["test"]
+    network = load_model(folder / "final" / "ensemble" / m["members"][0]["model"])
+    expected = (network.predict(x.astype("float32"), verbose=0) + network.predict(mirror(x).astype("float32"),
+                                                                                 verbose=0)) / 2
+    rows = read_predictions(folder, model="ensemble")
+    assert [r["file"] for r in rows] == list(ids)
+    assert np.abs(_probs(rows) - expected).max() < 1e-5
+    assert m["members"][0]["accuracy_tta"] == pytest.approx(m["accuracy"])
+    exported = load_predictor(folder / "export" / "model.keras")
+    assert np.abs(exported.run([load_raw_rgb(Path(config.dataset) / r["file"]) for r in rows]) - _probs(rows)
+                  ).max() < 1e-4
+    card = json.loads((folder / "export" / "model_card.json").read_text())
+    assert card["ensemble"]["tta"] == "flip" and card["test"]["accuracy"] == m["accuracy"]
+    kept = (folder / "final" / "ensemble" / "metrics.json").read_bytes()
+    assert CliRunner().invoke(cli, ["retrain", "--study", str(folder)]).exit_code == 0
+    assert shipped_model(folder) == "single" and _metrics(folder)["shipped"] == "single"
+    assert (folder / "final" / "ensemble" / "metrics.json").read_bytes() == kept
+
+
+def test_an_ensemble_larger_than_the_study_is_one_line_naming_both_numbers(study: Path) -> None:
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(study), "--ensemble", "5"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: --ensemble 5 asks for 5 distinct finished trials, but study 'tiny' has 3 "
+                             "(complete ones only: a pruned trial's value is not its full budget's); use --ensemble 3 "
+                             "or fewer\n")
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(study), "--ensemble", "2", "--seeds", "2"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --seeds 2 measures one configuration's")
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(study), "--tta", "rotate"])
+    assert result.exit_code == 2 and "'rotate' is not one of 'none', 'flip'" in result.output
+    with pytest.raises(StudyError, match="--ensemble must be >= 1, got 0"):
+        retrain_study(study, ensemble=0)
+    assert not (study / "final" / "ensemble").exists()
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_members_of_different_image_sizes_are_tested_on_the_same_images_and_export_as_one(
+        study: Path, tmp_path: Path) -> None:
+    """Two members at 32 and 24 px (the 24 px cache is prepared on the way): their predictions are paired by
+    file, the ensemble is their mean, and the exported .keras file resizes for each inside and answers alike."""
+    from tuning.data.images import load_raw_rgb
+    from tuning.evaluate import Member, read_predictions, retrain_ensemble
+    from tuning.export import export_study
+    from tuning.inference import load_predictor
+    from tuning.study import write_config
+
+    folder = tmp_path / "sizes"
+    shutil.copytree(study, folder)
+    config = read_config(folder)
+    shutil.copytree(config.dataset, tmp_path / "data")  # its own copy gets the 24 px cache
+    config.dataset = str(tmp_path / "data")
+    write_config(folder, config)
+    space = SearchSpace.from_dict(config.space)
+    data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
+    params = dict(space.resolve({}))
+    members = [Member(0, 0.5, params), Member(1, 0.4, {**params, "image_size": 24})]
+    m = retrain_ensemble(config, space, data, members, folder)
+    assert [r["image_size"] for r in m["members"]] == [32, 24]
+    assert m["members"][0]["differs"] == {"image_size": 32} and "image_size" not in m["params"]
+    rows = read_predictions(folder, model="ensemble")
+    parts = [_csv(folder / "final" / "ensemble" / "members" / f"trial-{n}" / "predictions.csv") for n in (0, 1)]
+    assert [r["file"] for r in parts[1]] == [r["file"] for r in rows] == [r["file"] for r in parts[0]]
+    assert np.abs(_probs(rows) - (_probs(parts[0]) + _probs(parts[1])) / 2).max() < 2e-6
+    model = export_study(folder).model
+    card = json.loads((folder / "export" / "model_card.json").read_text())
+    assert card["input"]["resized_to"] == [32, 32]
+    assert [e["image_size"] for e in card["ensemble"]["members"]] == [32, 24]
+    images = [load_raw_rgb(Path(config.dataset) / r["file"]) for r in rows]
+    assert np.abs(load_predictor(model).run(images) - _probs(rows)).max() < 1e-4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,11 @@ def exported(study_copy: Path) -> tuple[ExportResult, Path]:
     return export_study(folder, formats=parse_formats("keras,savedmodel,tflite,onnx")), folder
 
 
-def _test_images(folder: Path, dataset: Path) -> tuple[list[np.ndarray], np.ndarray]:
+def _test_images(folder: Path, dataset: Path, *, tested: str = "predictions.csv"
+                 ) -> tuple[list[np.ndarray], np.ndarray]:
     """The original test files, decoded at full size (the demo's are 32 to 40 px, some not square), and the
-    probabilities the tested model gave their prepared 32 px versions."""
-    with open(folder / "final" / "predictions.csv", newline="") as fh:
+    probabilities the tested model gave their prepared 32 px versions (``final/<tested>``)."""
+    with open(folder / "final" / tested, newline="") as fh:
         rows = list(csv.DictReader(fh))
     images = [load_raw_rgb(dataset / r["file"]) for r in rows]
     assert len({im.shape for im in images}) > 1  # several sizes: the resize inside the model is exercised
@@ -120,3 +122,74 @@ def test_a_later_export_refreshes_every_format_already_there(exported: tuple[Exp
     again = export_study(folder)
     assert {"keras", "savedmodel", "tflite"} <= set(again.files)
     assert again.files["tflite"].stat().st_mtime_ns > before
+
+
+@pytest.fixture(scope="module")
+def exported_ensemble(ensemble_study: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ExportResult, Path]:
+    folder = tmp_path_factory.mktemp("exported-ensemble") / ensemble_study.name
+    shutil.copytree(ensemble_study, folder)
+    return export_study(folder, formats=parse_formats("all")), folder
+
+
+def test_an_ensemble_ships_as_one_model_per_format_answering_as_tested(
+        exported_ensemble: tuple[ExportResult, Path], tiny_dataset: Path) -> None:
+    """``retrain --ensemble 2`` then ``export``: each format is ONE file holding both members, raw uint8 in,
+    and agrees with the tested ensemble's probabilities on the original test files."""
+    from tuning.export import load_model
+
+    result, folder = exported_ensemble
+    images, recorded = _test_images(folder, tiny_dataset, tested="ensemble/predictions.csv")
+    formats = {"keras", "savedmodel", "tflite"} | ({"onnx"} if "onnx" in result.files else set())
+    assert formats <= set(result.files)
+    for fmt in formats:
+        probs = load_predictor(result.files[fmt]).run(images)
+        assert np.abs(probs - recorded).max() < 1e-4, fmt
+    model = load_model(result.files["keras"])
+    assert [layer.name for layer in model.layers if layer.name.startswith("member_")] == ["member_0", "member_1"]
+    assert str(model.inputs[0].dtype) == "uint8"
+    single = np.array([[float(v) for k, v in r.items() if k.startswith("p_")]
+                       for r in csv.DictReader(open(folder / "final" / "predictions.csv", newline=""))])
+    assert np.abs(single - recorded).max() > 1e-3  # it is not the single model that was exported
+
+
+def test_an_ensembles_model_card_lists_its_members(exported_ensemble: tuple[ExportResult, Path]) -> None:
+    result, folder = exported_ensemble
+    tested = json.loads((folder / "final" / "ensemble" / "metrics.json").read_text())
+    card = json.loads((result.folder / "model_card.json").read_text(), parse_constant=pytest.fail)
+    assert [m["trial"] for m in card["ensemble"]["members"]] == [m["trial"] for m in tested["members"]]
+    assert card["ensemble"]["tta"] == "none" and card["test"]["accuracy"] == tested["accuracy"]
+    assert card["test"]["mcnemar"] == tested["mcnemar"] and card["input"]["resized_to"] == [32, 32]
+    assert "learning_rate" not in card["params"] and card["params"]["image_size"] == 32  # shared ones only
+    md = (result.folder / "model_card.md").read_text()
+    assert "averaging the probabilities of 2 member(s)" in md
+    assert all(f"| #{m['trial']} | 32 | " in md for m in tested["members"])
+
+
+def test_members_of_different_sizes_are_each_resized_once_inside_one_model(tmp_path: Path) -> None:
+    """Untrained tiny members at 32 and 24 px with the mirror averaged in: the saved .keras file, fed raw
+    images of another size, gives the mean over members of (image, mirror) at each member's own size."""
+    import keras
+
+    from tuning.evaluate import mirror, save_model
+    from tuning.export import ensemble_serving_model
+    from tuning.models import build_model
+    from tuning.resize import resize_rgb
+    from tuning.space import Augmentation
+
+    keras.utils.set_random_seed(0)
+    params = {"dropout": 0.0, "augmentation": Augmentation("none"), "width": 0.125, "dense_units": 16}
+    members = [(build_model("alexnet", {**params, "image_size": s}, (s, s, 3), 3), s) for s in (24, 32, 24)]
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (37, 45, 3), dtype=np.uint8) for _ in range(3)]
+    outputs = []
+    for network, size in members:
+        x = np.stack([resize_rgb(im, size) for im in images]).astype("float32")
+        outputs += [network.predict(x, verbose=0), network.predict(mirror(x), verbose=0)]
+    save_model(ensemble_serving_model(members, tta="flip"), tmp_path / "model.keras")
+    predictor = load_predictor(tmp_path / "model.keras")
+    assert predictor.side == 32  # predict decodes large enough for the largest member
+    assert np.abs(predictor.run(images) - np.mean(outputs, axis=0)).max() < 1e-5
+    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert sorted(layer.name for layer in model.layers if layer.name.startswith("resize")) == ["resize_24", "resize_32"]
+    with pytest.raises(UnknownNameError, match="unknown --tta value 'rotate'"):
+        ensemble_serving_model(members, tta="rotate")

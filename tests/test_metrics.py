@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuning.metrics import confusion_matrix, summarize, wilson_interval
+from tuning.metrics import balanced_accuracy_interval, confusion_matrix, summarize, wilson_interval
 
 
 def test_confusion_matrix_rows_are_true_classes() -> None:
@@ -135,3 +135,22 @@ def test_headline_notes_say_whether_the_test_split_is_group_disjoint() -> None:
     assert near[0].startswith("Test split disjoint by near-duplicate groups only") and "--group-by" in near[0]
     assert headline_notes({**grouped, "group_disjoint": False})[0].startswith("Warning: the test split is NOT")
     assert headline_notes({}) == []  # an older metrics.json: nothing guessed
+
+
+def test_balanced_accuracy_interval_covers_the_estimate_and_narrows_with_more_images() -> None:
+    """Posterior interval (uniform prior per recall): seeded (same predictions, same interval), around the
+    point estimate, several times narrower on 1200 images than on 12 of the same recalls, never a point where
+    a recall is 0 or 1 (a one-class answerer: 1/3 inside a real interval); no images gives NaN."""
+    y = np.repeat([0, 1, 2], 4)
+    pred = np.array([0, 0, 0, 1, 1, 1, 0, 2, 2, 2, 2, 0])
+    point = summarize(confusion_matrix(y, pred, 3), ["a", "b", "c"])["balanced_accuracy"]
+    low, high = balanced_accuracy_interval(y, pred)
+    assert low < point < high and 0.0 <= low and high <= 1.0
+    assert balanced_accuracy_interval(y, pred) == [low, high]
+    big_low, big_high = balanced_accuracy_interval(np.tile(y, 100), np.tile(pred, 100))
+    assert big_high - big_low < (high - low) / 5 and big_low < point < big_high
+    one_class_low, one_class_high = balanced_accuracy_interval(np.tile(y, 5), np.zeros(60, dtype=int))
+    assert one_class_low < 1 / 3 < one_class_high and one_class_high - one_class_low > 0.05
+    perfect_low, perfect_high = balanced_accuracy_interval(y, y)
+    assert 0.6 < perfect_low < perfect_high < 1.0
+    assert all(np.isnan(balanced_accuracy_interval(np.array([], dtype=int), np.array([], dtype=int))))

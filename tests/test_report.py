@@ -163,8 +163,8 @@ def test_a_val_loss_study_names_its_lowest_trial_and_counts_like_the_summary(stu
     ctx = load_context(folder)
     assert ctx.best.number == 1 and ctx.surplus == 1 and [t.number for t in ctx.complete] == [0, 1, 2]
     assert best_trial_blocks(ctx)[0].text == "Best trial #1: val_loss 0.5."
-    assert [heading for heading, _ in SECTIONS] == ["Result", "Dataset", "Search", "Search figures", "Test results",
-                                                    "Appendix: final model structure"]
+    assert [heading for heading, _ in SECTIONS] == ["Result", "Ensemble", "Dataset", "Search", "Search figures",
+                                                    "Test results", "Appendix: final model structure"]
     page = build_report(folder).read_text()
     assert "<td>3 complete, 1 pruned, 1 failed</td>" in page and "1 surplus trial(s) left out" in page
     assert "Best trial #1: curves" in page
@@ -191,3 +191,26 @@ def test_the_dataset_card_classifies_statuses_by_the_manifest_rule(tmp_path: Pat
     skipped = {r[0]: r[1] for r in dataset_blocks(tmp_path, metrics)[1].rows}
     assert skipped == {"duplicate": 1, "rejected": 1, "unreadable:truncated": 1, "unreadable": 1,
                        "rejected:blurry": 1, "okay": 1, "": 1}
+
+
+def test_the_ensemble_section_lists_members_and_the_mcnemar_line(ensemble_study: Path, study: Path,
+                                                                  tmp_path: Path) -> None:
+    import json
+
+    folder = tmp_path / "ensemble"
+    shutil.copytree(ensemble_study, folder)
+    m = json.loads((folder / "final" / "ensemble" / "metrics.json").read_text())
+    page = build_report(folder).read_text()
+    section = page.split("<h2>Ensemble</h2>")[1].split("<h2>")[0]
+    for member in m["members"]:
+        assert f"<td>trial #{member['trial']}" in section
+        assert f"<td>{member['accuracy']:.4g}</td>" in section
+    assert "<td>the ensemble of 2 models</td>" in section and "95% posterior interval" in section
+    t = m["mcnemar"]
+    assert (f"McNemar, best single model (trial #{t['single_trial']}, accuracy {t['single_accuracy']:.3f}) vs the "
+            f"ensemble of 2 models ({m['accuracy']:.3f}) on {t['n']} test images: both right "
+            f"{t['both_right']}") in section
+    assert f"exact two-sided p = {t['p_exact']:.4g}" in section
+    assert "Shipped model: the ensemble of 2 models" in page.split("<h2>Ensemble</h2>")[0]
+    assert "## Ensemble" in (folder / "report" / "report.md").read_text()
+    assert "<h2>Ensemble</h2>" not in build_report(study).read_text()  # no ensemble run: no section

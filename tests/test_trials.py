@@ -20,6 +20,7 @@ from tuning.trials import (
     direction,
     pruned_epochs,
     state_counts,
+    top_trials,
 )
 
 DISTRIBUTIONS = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
@@ -115,3 +116,22 @@ def test_pruned_epochs_say_when_each_pruned_trial_stopped() -> None:
     assert pruned_epochs(study) == [2, 3]
     assert describe_pruned([2, 3, 2], 10, 8) == "Pruned 3 of 10 trials, after epoch 2 (x2), 3 of 8"
     assert describe_pruned([], 10, 8) == ""
+
+
+def test_top_trials_rank_distinct_complete_trials_by_the_objective() -> None:
+    """The ensemble's members: best first by ``best_trial``'s rule, a repeated configuration once, pruned and
+    failed trials never; fewer than asked when the study has fewer."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="minimize")
+    for state, value, lr in ((TrialState.COMPLETE, 0.8, 1e-3), (TrialState.COMPLETE, 0.3, 1e-2),
+                             (TrialState.PRUNED, 0.1, 1e-4), (TrialState.COMPLETE, 0.5, 1e-2),
+                             (TrialState.COMPLETE, 0.6, 3e-3), (TrialState.FAIL, None, 2e-3)):
+        study.add_trial(create_trial(state=state, value=value, params={"learning_rate": lr},
+                                     distributions=DISTRIBUTIONS,
+                                     intermediate_values={0: value} if state == TrialState.PRUNED else None))
+    assert [t.number for t in top_trials(study, 3, "val_loss")] == [1, 4, 0]  # #3 repeats #1's parameters
+    assert top_trials(study, 1, "val_loss")[0].number == best_trial(study, "val_loss").number
+    assert [t.number for t in top_trials(study.trials, 10, "val_loss")] == [1, 4, 0]
+    assert [t.number for t in top_trials(study, 2, "val_accuracy")] == [0, 4]
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        top_trials(study, 0, "val_loss")

@@ -719,8 +719,13 @@ def dashboard(study: str, host: str, port: int) -> None:
               help="train: keep the best validation epoch; train+val: train for the best trial's best epoch count.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Retrain with this many seeds; the first seed's model is kept, the spread is reported.")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Retrain the K best distinct trials and ship the mean of their probabilities (kept in "
+                   "final/ensemble/, beside the single model).")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="flip: average each image's probabilities with its mirror's (one model or the ensemble).")
 @handle_errors
-def retrain(study: str, fit_on: str, seeds: int) -> None:
+def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str) -> None:
     """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
     runtime.load_tensorflow()
     from tuning.evaluate import retrain_study
@@ -732,6 +737,17 @@ def retrain(study: str, fit_on: str, seeds: int) -> None:
     _quiet_libraries()
     folder = study_folder(study)
     read_config(folder)  # a missing study fails before the progress line
+    if ensemble > 1 or tta != "none":
+        from tuning.evaluate import retrain_members
+
+        trials = ", ".join(f"#{m.trial}" for m in retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds,
+                                                                  fit_on=fit_on))
+        click.echo(f"Retraining {folder}: trial(s) {trials} on {fit_on}, test-time augmentation {tta}, then one "
+                   "test evaluation...")
+        _ensemble_summary(retrain_study(folder, fit_on=fit_on, ensemble=ensemble, tta=tta))
+        click.echo(f"Report: {build_report(folder)}")
+        click.echo(f"Model:  {export_study(folder).model}")
+        return
     click.echo(f"Retraining {folder} on {fit_on} with {seeds} seed(s), then one test evaluation each...")
     m = retrain_study(folder, fit_on=fit_on, seeds=seeds)
     low, high = m["accuracy_ci95"]
@@ -744,6 +760,32 @@ def retrain(study: str, fit_on: str, seeds: int) -> None:
                    f"{s['ci95'][0]:.3f}-{s['ci95'][1]:.3f} ({', '.join(f'{a:.3f}' for a in s['accuracies'])})")
     click.echo(f"Report: {build_report(folder)}")
     click.echo(f"Model:  {export_study(folder).model}")
+
+
+def _ensemble_summary(m: Mapping[str, Any]) -> None:
+    """Each member, the ensemble, McNemar against the best single model, and which model ships."""
+    def ci(pair: list[float]) -> str:
+        return f"{pair[0]:.3f}-{pair[1]:.3f}"
+
+    for i, member in enumerate(m["members"]):
+        differs = " ".join(f"{k}={_short(v)}" for k, v in member["differs"].items())
+        click.echo(f"  member trial #{member['trial']}{' (best)' if i == 0 else ''}: test accuracy "
+                   f"{member['accuracy']:.3f} (95% CI {ci(member['accuracy_ci95'])}), balanced accuracy "
+                   f"{member['balanced_accuracy']:.3f} ({ci(member['balanced_accuracy_ci95'])})"
+                   + (f", with flip {member['accuracy_tta']:.3f}" if "accuracy_tta" in member else "")
+                   + (f"; {differs}" if differs else ""))
+    what = f"Ensemble of {len(m['members'])}" if m["kind"] == "ensemble" else "Best model"
+    click.echo(f"{what}{' with flip TTA' if m['tta'] == 'flip' else ''}: test accuracy {m['accuracy']:.3f} "
+               f"(95% Wilson CI {ci(m['accuracy_ci95'])}, n={m['n']}), balanced accuracy "
+               f"{m['balanced_accuracy']:.3f} (95% posterior interval {ci(m['balanced_accuracy_ci95'])}), "
+               f"macro ROC-AUC {m['roc_auc_macro']:.3f}")
+    _headline_notes(m)
+    t = m["mcnemar"]
+    click.echo(f"McNemar, best single model (trial #{t['single_trial']}, {t['single_accuracy']:.3f}) vs this: "
+               f"only single right {t['only_single']}, only this right {t['only_ensemble']} of {t['n']}; "
+               f"exact p = {t['p_exact']:.4g} (mid-p {t['p_mid']:.4g})")
+    click.echo("Shipped model: this one (final/ensemble/; final/metrics.json says \"shipped\": \"ensemble\"); the "
+               "single model's results stay in final/")
 
 
 @cli.command()

@@ -6,8 +6,10 @@ import csv
 import io
 import math
 import os
+import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,28 @@ import numpy as np
 from tuning import _io
 from tuning.data.splits import summarize_split
 from tuning.errors import StudyError, UnknownNameError
-from tuning.metrics import confusion_matrix, macro_roc_auc, seed_summary, summarize
+from tuning.metrics import (
+    balanced_accuracy_interval,
+    confusion_matrix,
+    macro_roc_auc,
+    mcnemar,
+    seed_summary,
+    summarize,
+    wilson_interval,
+)
 from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
 from tuning.trials import best_trial as _best_trial
-from tuning.trials import direction
+from tuning.trials import direction, top_trials
 
 #: What the final model may be fitted on; the test split is never among them.
 FIT_ON = ("train", "train+val")
+#: What ``--tta`` accepts: no test-time augmentation, or each image's left-right mirror averaged in.
+TTA = ("none", "flip")
+#: ``final/<ENSEMBLE>/``: an ensemble (or one model with TTA) beside the single model of ``final/``, never over it.
+ENSEMBLE = "ensemble"
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -126,33 +140,26 @@ def retrain_and_test(
                              f"{result.reason}")
         views = data.split(int(params["image_size"]), str(params["split"]))
         x, y, ids = views["test"]
-        batches = make_dataset(x, y, len(data.classes), 64, shuffle_seed=None)
         shipped = inference_model(config.model, params, result.model, len(data.classes))  # tested as shipped
-        probs = np.asarray(shipped.predict(batches, verbose=0), dtype=np.float64)
+        probs = predict_probabilities(shipped, x, len(data.classes))
         pred = probs.argmax(axis=1)
         accuracies.append(float((pred == y).mean()) if len(y) else math.nan)
         if k:
             continue
-        auc, auc_per_class = macro_roc_auc(y, probs)
-        metrics = summarize(confusion_matrix(y, pred, len(data.classes)), data.classes)
+        metrics = _test_metrics(y, probs, data.classes)
         metrics |= {
-            "classes": list(data.classes),
+            "shipped": "single",
             "params": dict(params),
             "fit_on": fit_on,
             "epochs_trained": result.epochs,
             "best_epoch": result.best_epoch + 1 if fit_on == "train" else n_epochs,
             "val_accuracy": result.val_accuracy,
-            "roc_auc_macro": auc,
-            "roc_auc_per_class": dict(zip(data.classes, auc_per_class)),
             "split_sizes": {name: int(len(v[1])) for name, v in views.items()},
             "history": result.history,
             "seconds": result.seconds,
             "seed": config.seed,
         }
-        arrays = data.arrays(int(params["image_size"]))  # group-disjointness and class-share drift of this split
-        metrics |= summarize_split(arrays.y, arrays.groups, str(params["split"]), seed=data.seed,
-                                   test_fraction=data.test_fraction, classes=data.classes,
-                                   scored_val=data.scored_val, source_groups=arrays.source_groups)
+        metrics |= _split_summary(data, params)
         save_model(shipped, final / "model.keras")
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
@@ -161,26 +168,229 @@ def retrain_and_test(
     return metrics
 
 
-def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
-                  hooks: list[EpochHook] | None = None) -> dict[str, Any]:
-    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone."""
-    from tuning import runtime
+def _test_metrics(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """What every tested model records: accuracy and balanced accuracy with intervals, per class, ROC-AUC."""
+    pred = probs.argmax(axis=1)
+    auc, auc_per_class = macro_roc_auc(y, probs)
+    return summarize(confusion_matrix(y, pred, len(classes)), classes) | {
+        "balanced_accuracy_ci95": balanced_accuracy_interval(y, pred),
+        "classes": list(classes),
+        "roc_auc_macro": auc,
+        "roc_auc_per_class": dict(zip(classes, auc_per_class)),
+    }
+
+
+def _split_summary(data: TrialData, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Group-disjointness and class-share drift of the split ``params`` trained on."""
+    arrays = data.arrays(int(params["image_size"]))
+    return summarize_split(arrays.y, arrays.groups, str(params["split"]), seed=data.seed,
+                           test_fraction=data.test_fraction, classes=data.classes, scored_val=data.scored_val,
+                           source_groups=arrays.source_groups)
+
+
+def mirror(images: np.ndarray) -> np.ndarray:
+    """(batch, height, width, channels) mirrored left-right: the ``--tta flip`` view (``tuning.tta.MirrorRGB``
+    does the same inside an exported model)."""
+    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1, :])
+
+
+def predict_probabilities(model: Any, x: np.ndarray, n_classes: int, *, tta: str = "none") -> np.ndarray:
+    """A model's probabilities on prepared images; with ``tta="flip"`` the mean of each image's and its
+    mirror's."""
+    if tta not in TTA:
+        raise UnknownNameError("--tta value", tta, TTA)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        batches = make_dataset(images, np.zeros(len(images), dtype=np.int64), n_classes, 64, shuffle_seed=None)
+        return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)
+
+    probs = run(x)
+    return (probs + run(mirror(x))) / 2 if tta == "flip" else probs
+
+
+@dataclass(frozen=True)
+class Member:
+    """One configuration of an ensemble: its trial, objective value, resolved params and (train+val) epochs."""
+
+    trial: int
+    value: float
+    params: dict[str, Any]
+    epochs: int | None = None
+
+
+def retrain_ensemble(
+    config: StudyConfig, space: SearchSpace, data: TrialData, members: Sequence[Member], folder: Path,
+    *, fit_on: str = "train", tta: str = "none", hooks: list[EpochHook] | None = None,
+) -> dict[str, Any]:
+    """Train each member from scratch (seed ``config.seed``), average their test probabilities, test once.
+
+    The members are ranked best first, so the first is the study's best trial: the single model the ensemble
+    is held against (McNemar on the same test images). Everything goes to ``final/ensemble/`` (the members'
+    models and plain predictions, the ensemble's ``metrics.json`` and ``predictions.csv``), built aside and
+    swapped in whole; ``final/``'s single model stays as it was, and only its ``metrics.json`` key ``shipped``
+    turns to ``"ensemble"``, which is what report, export and summary go by. One member with ``tta="flip"`` is
+    the single model with test-time augmentation.
+    """
+    if fit_on not in FIT_ON:
+        raise UnknownNameError("--fit-on value", fit_on, FIT_ON)
+    if tta not in TTA:
+        raise UnknownNameError("--tta value", tta, TTA)
+    if not members:
+        raise StudyError("an ensemble needs at least one member")
+    if fit_on == "train+val" and not all(m.epochs for m in members):
+        raise StudyError("--fit-on train+val needs each member's epoch count (its trial's best epoch)")
+    final = study_paths(folder)["final"]
+    single_path = final / "metrics.json"
+    if not single_path.exists():
+        raise StudyError(f"{folder}: no final/metrics.json; retrain the single best model first "
+                         "('tuning retrain --study S'): the ensemble is kept beside it, not instead of it")
+    view = _TrainPlusVal(data) if fit_on == "train+val" else data
+    work = final / f".{ENSEMBLE}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    ref_ids: np.ndarray | None = None
+    y = np.zeros(0, dtype=np.int64)
+    plain: list[np.ndarray] = []
+    augmented: list[np.ndarray] = []
+    records: list[dict[str, Any]] = []
+    for m in members:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(ran out of data|conditioned on metric).*")
+            result = train_trial(config.model, m.params, view, space, epochs=int(m.epochs or config.epochs),
+                                 seed=config.seed, hooks=hooks or (), keep_model=True, objective=config.objective)
+        if result.status != "complete":
+            raise StudyError(f"retraining ensemble member trial #{m.trial} {result.status}: {result.reason}")
+        n_classes = len(data.classes)  # known once training has loaded the arrays
+        network = inference_model(config.model, m.params, result.model, n_classes)
+        x, y_m, ids = data.split(int(m.params["image_size"]), str(m.params["split"]))["test"]
+        order = np.arange(len(ids))
+        if ref_ids is None:
+            ref_ids, y = ids, y_m
+        else:
+            where = {f: i for i, f in enumerate(ids)}
+            if set(where) != set(ref_ids):
+                raise StudyError(f"ensemble member trial #{m.trial} was tested on other images than trial "
+                                 f"#{members[0].trial}; members must share the test split")
+            order = np.array([where[f] for f in ref_ids])
+        probs = predict_probabilities(network, x, n_classes)[order]
+        plain.append(probs)
+        augmented.append((probs + predict_probabilities(network, mirror(x), n_classes)[order]) / 2
+                         if tta == "flip" else probs)
+        member_dir = work / "members" / f"trial-{m.trial}"
+        save_model(network, member_dir / "model.keras")
+        _io.write_text(member_dir / "predictions.csv",
+                       _predictions_csv(ref_ids, y, probs.argmax(axis=1), probs, data.classes))
+        tested = _test_metrics(y, probs, data.classes)
+        records.append({
+            "trial": m.trial, "value": m.value, "params": dict(m.params), "image_size": int(m.params["image_size"]),
+            "model": f"members/trial-{m.trial}/model.keras", "epochs_trained": result.epochs,
+            **{k: tested[k] for k in ("n", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                                      "balanced_accuracy_ci95", "roc_auc_macro")},
+            **({"accuracy_tta": float((augmented[-1].argmax(axis=1) == y).mean()) if len(y) else math.nan}
+               if tta == "flip" else {}),
+        })
+    assert ref_ids is not None
+    for record in records:  # what sets each member apart: the params not all members share
+        record["differs"] = {k: v for k, v in record["params"].items()
+                             if len({repr(r["params"].get(k)) for r in records}) > 1}
+    probs = np.mean(augmented, axis=0)
+    pred = probs.argmax(axis=1)
+    metrics = _test_metrics(y, probs, data.classes)
+    common = {k: v for k, v in members[0].params.items() if all(repr(r["params"].get(k)) == repr(v) for r in records)}
+    metrics |= {
+        "kind": "ensemble" if len(members) > 1 else "tta",
+        "tta": tta,
+        "params": common,
+        "members": records,
+        "mcnemar": _mcnemar_record(members[0].trial, plain[0].argmax(axis=1) == y, pred == y),
+        "fit_on": fit_on,
+        "seed": config.seed,
+        "split_sizes": {name: int(len(v[1])) for name, v in
+                        data.split(int(members[0].params["image_size"]), str(members[0].params["split"])).items()},
+    }
+    metrics |= _split_summary(data, members[0].params)
+    _io.write_json(work / "metrics.json", metrics)
+    _io.write_text(work / "predictions.csv", _predictions_csv(ref_ids, y, pred, probs, data.classes))
+    _io.replace_dir(work, final / ENSEMBLE)
+    single = _io.read_json(single_path)
+    _io.write_json(single_path, {**single, "shipped": ENSEMBLE})  # the single model's results, kept
+    return metrics
+
+
+def _mcnemar_record(trial: int, single_right: np.ndarray, ensemble_right: np.ndarray) -> dict[str, Any]:
+    """The best single model against the ensemble on the same test images (exact McNemar and its mid-p)."""
+    only_single = int((single_right & ~ensemble_right).sum())
+    only_ensemble = int((ensemble_right & ~single_right).sum())
+    both = int((single_right & ensemble_right).sum())
+    n = len(single_right)
+    return {"single_trial": trial, "n": n, "both_right": both, "only_single": only_single,
+            "only_ensemble": only_ensemble, "both_wrong": n - both - only_single - only_ensemble,
+            "single_accuracy": (both + only_single) / n if n else math.nan,
+            "single_accuracy_ci95": list(wilson_interval(both + only_single, n)),
+            "p_exact": mcnemar(only_single, only_ensemble), "p_mid": mcnemar(only_single, only_ensemble, mid_p=True)}
+
+
+def shipped_model(folder: Path) -> str:
+    """Which model is the study's shipped one: ``"single"`` (``final/``) or ``"ensemble"`` (``final/ensemble/``)."""
+    path = study_paths(folder)["final"] / "metrics.json"
+    kind = str(_io.read_json(path).get("shipped", "single")) if path.exists() else "single"
+    return kind if kind == ENSEMBLE and (path.parent / ENSEMBLE / "metrics.json").exists() else "single"
+
+
+def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds: int = 1,
+                    fit_on: str = "train") -> list[Member]:
+    """The configurations ``tuning retrain`` trains, checked before anything trains: the best trial, or with
+    ``ensemble`` > 1 or ``tta="flip"`` the ``ensemble`` best distinct trials (``tuning.trials.top_trials``)."""
     from tuning.engines.optuna_engine import load_study
 
     folder = Path(folder)
     config = read_config(folder)
+    if ensemble < 1:
+        raise StudyError(f"--ensemble must be >= 1, got {ensemble}")
+    if tta not in TTA:
+        raise UnknownNameError("--tta value", tta, TTA)
+    combined = ensemble > 1 or tta != "none"
+    if combined and seeds > 1:
+        raise StudyError(f"--seeds {seeds} measures one configuration's spread across seeds; it does not combine "
+                         "with --ensemble or --tta (each member trains with the study's seed)")
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
-    best = best_trial(load_study(config), config.objective)
-    epochs = None
-    if fit_on == "train+val":
-        epochs = best_epoch_count(best.user_attrs.get("history", {}), config.objective)
-        if epochs == 0:
-            raise StudyError(f"{folder}: best trial #{best.number} recorded no validation history, so the epoch "
-                             "count for --fit-on train+val is unknown; use --fit-on train")
+    study = load_study(config)
+    picked = top_trials(study, ensemble, config.objective) if combined else [best_trial(study, config.objective)]
+    if len(picked) < ensemble:
+        raise StudyError(f"--ensemble {ensemble} asks for {ensemble} distinct finished trials, but study "
+                         f"'{config.name}' has {len(picked)} (complete ones only: a pruned trial's value is not "
+                         f"its full budget's); use --ensemble {len(picked)} or fewer")
+    members = []
+    for trial in picked:
+        epochs = None
+        if fit_on == "train+val":
+            epochs = best_epoch_count(trial.user_attrs.get("history", {}), config.objective)
+            if epochs == 0:
+                raise StudyError(f"{folder}: trial #{trial.number} recorded no validation history, so the epoch "
+                                 "count for --fit-on train+val is unknown; use --fit-on train")
+        members.append(Member(trial.number, float(trial.value), dict(space.resolve(trial.params)), epochs))
+    return members
+
+
+def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemble: int = 1, tta: str = "none",
+                  hooks: list[EpochHook] | None = None) -> dict[str, Any]:
+    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone.
+
+    With ``ensemble`` > 1 or ``tta="flip"`` the members of ``retrain_members`` go to ``retrain_ensemble``
+    instead, and its metrics come back.
+    """
+    from tuning import runtime
+
+    folder = Path(folder)
+    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on)
+    config = read_config(folder)
+    space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
     data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
     with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
-        return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on,
-                                seeds=seeds, epochs=epochs, hooks=hooks)
+        if ensemble > 1 or tta != "none":
+            return retrain_ensemble(config, space, data, members, folder, fit_on=fit_on, tta=tta, hooks=hooks)
+        return retrain_and_test(config, space, data, members[0].params, folder, fit_on=fit_on,
+                                seeds=seeds, epochs=members[0].epochs, hooks=hooks)
 
 
 def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np.ndarray,
@@ -193,9 +403,10 @@ def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np
     return buf.getvalue()
 
 
-def read_predictions(folder: Path) -> list[dict[str, str]]:
-    """``final/predictions.csv`` of a study as rows (file, true, predicted, p_<class>...)."""
-    path = study_paths(folder)["final"] / "predictions.csv"
+def read_predictions(folder: Path, *, model: str = "single") -> list[dict[str, str]]:
+    """``final/predictions.csv`` of a study (``model="ensemble"``: ``final/ensemble/predictions.csv``) as rows
+    (file, true, predicted, p_<class>...)."""
+    path = study_paths(folder)["final"] / ("" if model == "single" else ENSEMBLE) / "predictions.csv"
     if not path.exists():
         raise StudyError(f"{folder}: no final/predictions.csv; run 'tuning search' or 'tuning retrain' first")
     with open(path, newline="", encoding="utf-8") as fh:

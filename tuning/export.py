@@ -13,17 +13,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuning import _io
 from tuning.errors import StudyError, ToolkitError, UnknownNameError
-from tuning.evaluate import save_model
+from tuning.evaluate import ENSEMBLE, save_model, shipped_model
 from tuning.study import StudyConfig, package_versions, read_config, study_paths
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
@@ -79,10 +78,16 @@ def export_study(folder: Path, *, formats: list[str] | tuple[str, ...] | None = 
     formats = parse_formats(list(formats))
     config = read_config(folder)
     metrics = _io.read_json(paths["final"] / "metrics.json")
+    if shipped_model(folder) == ENSEMBLE:  # the ensemble (or TTA) model retrain tested ships instead
+        metrics = _io.read_json(paths["final"] / ENSEMBLE / "metrics.json")
+        model = ensemble_serving_model(
+            [(load_model(paths["final"] / ENSEMBLE / m["model"]), int(m["image_size"])) for m in metrics["members"]],
+            tta=str(metrics["tta"]))
+    else:
+        model = serving_model(load_model(final_model), int(metrics["params"]["image_size"]))
     out = paths["export"]
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out)
-    model = serving_model(load_model(final_model), int(metrics["params"]["image_size"]))
     save_model(model, out / ARTEFACTS["keras"])
     result.files["keras"] = out / ARTEFACTS["keras"]
     if any(f != "keras" for f in formats):
@@ -100,7 +105,7 @@ def export_study(folder: Path, *, formats: list[str] | tuple[str, ...] | None = 
                     os.replace(target, out / ARTEFACTS["onnx"])
                     result.files["onnx"] = out / ARTEFACTS["onnx"]
             if "savedmodel" in formats:
-                result.files["savedmodel"] = _replace_dir(saved, out / ARTEFACTS["savedmodel"])
+                result.files["savedmodel"] = _io.replace_dir(saved, out / ARTEFACTS["savedmodel"])
     result.files = {f: result.files[f] for f in FORMATS if f in result.files}  # keras always ships: the reference
     card = _card(config, metrics, result, folder)
     _io.write_json(out / "model_card.json", _json_safe(card))
@@ -116,6 +121,38 @@ def serving_model(network: Any, size: int) -> Any:
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
     return keras.Model(image, network(ResizeRGB(size, dtype="float32", name="resize")(image)), name="serving")
+
+
+def ensemble_serving_model(members: Sequence[tuple[Any, int]], *, tta: str = "none") -> Any:
+    """Several tested networks as ONE shipped model: raw uint8 in, their mean probabilities out.
+
+    ``members`` are (network, its image size). Each size is resized to once and shared by the members of that
+    size; with ``tta="flip"`` each member also sees the left-right mirror of its resized input, and every
+    output counts the same in the mean, which is what ``tuning retrain --ensemble/--tta`` tested. ``tuning
+    predict`` decodes for the largest resize, so every member sees enough source pixels.
+    """
+    import keras
+
+    from tuning.evaluate import TTA
+    from tuning.resize import ResizeRGB
+    from tuning.tta import MirrorRGB
+
+    if tta not in TTA:
+        raise UnknownNameError("--tta value", tta, TTA)
+    if not members:
+        raise ToolkitError("an ensemble needs at least one member")
+    image = keras.Input((None, None, 3), dtype="uint8", name="image")
+    sizes = sorted({int(size) for _, size in members}, reverse=True)
+    resized = {size: ResizeRGB(size, dtype="float32", name=f"resize_{size}")(image) for size in sizes}
+    mirrored = {size: MirrorRGB(name=f"mirror_{size}")(x) for size, x in resized.items()} if tta == "flip" else {}
+    outputs = []
+    for i, (network, size) in enumerate(members):
+        network.name = f"member_{i}"  # two members built by one model function share its name
+        outputs.append(network(resized[int(size)]))
+        if tta == "flip":
+            outputs.append(network(mirrored[int(size)]))
+    probs = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean_probabilities")(outputs)
+    return keras.Model(image, probs, name="ensemble")
 
 
 def _json_safe(value: Any) -> Any:
@@ -144,19 +181,6 @@ def _write_tflite(saved: Path, path: Path) -> Path:
     return path
 
 
-def _replace_dir(src: Path, dest: Path) -> Path:
-    """Swap a finished folder in; the old one goes only after the new one is complete."""
-    old = dest.with_name(f".{dest.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if dest.exists():
-        dest.rename(old)
-    src.rename(dest)
-    if old.exists():
-        shutil.rmtree(old)
-    return dest
-
-
 def content_sha256(path: Path) -> str:
     """sha256 of a file, or of a folder's files in sorted order with their relative names.
 
@@ -172,11 +196,15 @@ def content_sha256(path: Path) -> str:
 
 
 def _card(config: StudyConfig, metrics: dict[str, Any], result: ExportResult, folder: Path) -> dict[str, Any]:
-    size = int(metrics["params"]["image_size"])
+    members = metrics.get("members", [])  # an ensemble's: metrics["params"] holds what they all share
+    size = max([int(m["image_size"]) for m in members] or [int(metrics["params"]["image_size"])])
     manifest = Path(config.dataset) / "manifest.csv"
-    test_keys = ("n", "accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc_macro", "per_class", "seeds",
-                 "fit_on")
-    return {
+    test_keys = ("n", "accuracy", "accuracy_ci95", "balanced_accuracy", "balanced_accuracy_ci95", "roc_auc_macro",
+                 "per_class", "seeds", "fit_on", "mcnemar")
+    ensemble = {"ensemble": {"tta": metrics["tta"], "members": [
+        {k: m[k] for k in ("trial", "image_size", "differs", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                           "epochs_trained")} for m in members]}} if members else {}
+    return ensemble | {
         "model": config.model,
         "study": config.name,
         "classes": metrics["classes"],
@@ -196,6 +224,10 @@ def _card(config: StudyConfig, metrics: dict[str, Any], result: ExportResult, fo
     }
 
 
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _card_markdown(card: dict[str, Any]) -> str:
     test = card["test"]
     low, high = test["accuracy_ci95"]
@@ -213,8 +245,21 @@ def _card_markdown(card: dict[str, Any]) -> str:
         lo, hi = seeds["ci95"]
         lines += ["", f"Across {seeds['k']} retraining seeds: mean {seeds['mean']:.3f}, std {seeds['std']:.3f}, "
                       f"95% t-interval {lo:.3f}-{hi:.3f} (the shipped model is the first seed)."]
-    lines += ["", f"Trained on: {card['trained']['fit_on']} for {card['trained']['epochs']} epochs.", "",
-              "| parameter | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in card["params"].items()), "",
+    ensemble = card.get("ensemble")
+    if ensemble:
+        tta = " with each image's mirror averaged in (--tta flip)" if ensemble["tta"] == "flip" else ""
+        lines += ["", f"One model averaging the probabilities of {len(ensemble['members'])} member(s){tta}, each "
+                      "resized to its own size inside. The test figures above are the ensemble's.", "",
+                  "| member (trial) | image size | differs in | test accuracy (95% CI) | balanced accuracy | epochs |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  *(f"| #{m['trial']} | {m['image_size']} | "
+                    f"{', '.join(f'{k}={_short(v)}' for k, v in m['differs'].items()) or '-'} | {m['accuracy']:.3f} "
+                    f"({m['accuracy_ci95'][0]:.3f}-{m['accuracy_ci95'][1]:.3f}) | {m['balanced_accuracy']:.3f} | "
+                    f"{m['epochs_trained']} |" for m in ensemble["members"])]
+        lines += ["", f"Trained on: {card['trained']['fit_on']}; the parameters all members share:", ""]
+    else:
+        lines += ["", f"Trained on: {card['trained']['fit_on']} for {card['trained']['epochs']} epochs.", ""]
+    lines += ["| parameter | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in card["params"].items()), "",
               "| file | sha256 |", "| --- | --- |",
               *(f"| {v['path']} | {v['sha256']} |" for v in card["files"].values())]
     for fmt, reason in card["not_exported"].items():
@@ -228,7 +273,7 @@ def load_model(path: Path) -> Any:
     """Load a ``.keras`` file in Keras safe mode; anything else is a clear error, never code execution."""
     import keras
 
-    import tuning.resize  # noqa: F401 - registers the exported models' resize layer
+    from tuning import resize, tta  # noqa: F401 - registers the exported models' resize and mirror layers
 
     path = Path(path)
     if not path.is_file():

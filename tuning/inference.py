@@ -195,9 +195,9 @@ def _keras_predictor(path: Path) -> Predictor:
     model = load_model(path)
     dtype = str(model.inputs[0].dtype)
     size = _fixed_size(model.input_shape)
-    resize = next((layer for layer in model.layers if isinstance(layer, ResizeRGB)), None)
+    side = max((layer.size for layer in model.layers if isinstance(layer, ResizeRGB)), default=None)  # ensembles
     return Predictor(lambda x: np.asarray(model.predict_on_batch(x.astype(dtype))), size,
-                     int(model.output_shape[-1]), "keras", side=size or (resize.size if resize else None))
+                     int(model.output_shape[-1]), "keras", side=size or side)
 
 
 def _savedmodel_predictor(path: Path, *, safe: bool) -> Predictor:

@@ -116,6 +116,29 @@ def headline_notes(metrics: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+def balanced_accuracy_interval(y_true: np.ndarray, y_pred: np.ndarray, *, draws: int = 20000,
+                               seed: int = 0) -> list[float]:
+    """95% interval of balanced accuracy: its posterior under a uniform prior on each class's recall.
+
+    Balanced accuracy is a mean of per-class recalls, each a proportion over its own class, so it has no
+    Wilson form; a bootstrap collapses to a point wherever a recall is 0 or 1 (a model that always answers
+    one class would get the interval 1/3-1/3). Each recall's posterior is Beta(right + 1, wrong + 1), and the
+    mean of draws from them is balanced accuracy's (Brodersen, Ong, Stephan & Buhmann 2010, "The balanced
+    accuracy and its posterior distribution"). Seeded: the same predictions give the same interval.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.unique(y_true)
+    if not len(classes):
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    recalls = np.empty((draws, len(classes)))
+    for j, c in enumerate(classes):
+        right = int((y_pred[y_true == c] == c).sum())
+        recalls[:, j] = rng.beta(right + 1, int((y_true == c).sum()) - right + 1, size=draws)
+    low, high = np.percentile(recalls.mean(axis=1), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def mcnemar(b: int, c: int, *, mid_p: bool = False) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs only.
 

@@ -566,10 +566,74 @@ def architecture_blocks(ctx: ReportContext) -> list[Block]:
                     "Structure of the final model", "The model structure")]
 
 
+def _ensemble(ctx: ReportContext) -> dict[str, Any] | None:
+    """``final/ensemble/metrics.json`` (``tuning retrain --ensemble/--tta``), or None when there is none."""
+    from tuning.evaluate import ENSEMBLE
+
+    path = study_paths(ctx.folder)["final"] / ENSEMBLE / "metrics.json"
+    return _io.read_json(path) if path.exists() else None
+
+
+def shipped_blocks(ctx: ReportContext) -> list[Block]:
+    """Under the headline: which model ships, when an ensemble (or TTA) run made one."""
+    from tuning.evaluate import shipped_model
+
+    ensemble = _ensemble(ctx)
+    if ensemble is None:
+        return []
+    if shipped_model(ctx.folder) == "single":
+        return [Block("p", "Shipped model: the single model above (a plain retrain came after the ensemble run, "
+                           "whose results the Ensemble section keeps).")]
+    low, high = ensemble["accuracy_ci95"]
+    return [Block("p", f"Shipped model: {_ensemble_name(ensemble)}, test accuracy {ensemble['accuracy']:.3f} "
+                       f"(95% Wilson CI {low:.3f}-{high:.3f}); see the Ensemble section. The figures above and in "
+                       "Test results are the single best model's, kept in final/.")]
+
+
+def _ensemble_name(m: dict[str, Any]) -> str:
+    flip = " with flip test-time augmentation" if m["tta"] == "flip" else ""
+    return (f"the ensemble of {len(m['members'])} models{flip}" if m["kind"] == "ensemble"
+            else f"the best trial's model{flip}")
+
+
+def ensemble_blocks(ctx: ReportContext) -> list[Block]:
+    """Each member (trial, what sets it apart, test accuracy and balanced accuracy with intervals), the
+    ensemble itself, and McNemar's test of the best single model against it on the same test images."""
+    m = _ensemble(ctx)
+    if m is None:
+        return []
+
+    def ci(pair: list[float]) -> str:
+        return f"{pair[0]:.3f}-{pair[1]:.3f}"
+
+    flip = m["tta"] == "flip"
+    rows = [[f"trial #{r['trial']}" + (" (best)" if i == 0 else ""), r["value"],
+             ", ".join(f"{k}={_label(v)}" for k, v in r["differs"].items()) or "-", r["accuracy"],
+             ci(r["accuracy_ci95"]), r["balanced_accuracy"], ci(r["balanced_accuracy_ci95"]),
+             *([r["accuracy_tta"]] if flip else [])] for i, r in enumerate(m["members"])]
+    rows.append([_ensemble_name(m), "-", "-", m["accuracy"], ci(m["accuracy_ci95"]), m["balanced_accuracy"],
+                 ci(m["balanced_accuracy_ci95"]), *([m["accuracy"]] if flip else [])])
+    t = m["mcnemar"]
+    return [
+        Block("p", f"{_ensemble_name(m)[0].upper()}{_ensemble_name(m)[1:]}: the mean of the members' probabilities"
+                   + (", each image's averaged with its mirror's" if flip else "")
+                   + f", tested once on the test split (members retrained on {m['fit_on']}, seed {m['seed']})."),
+        Block("table", header=["model", ctx.config.objective, "differs in", "test accuracy", "95% Wilson CI",
+                               "balanced accuracy", "95% posterior interval", *(["with flip"] if flip else [])],
+              rows=rows),
+        Block("p", f"McNemar, best single model (trial #{t['single_trial']}, accuracy {t['single_accuracy']:.3f}) "
+                   f"vs {_ensemble_name(m)} ({m['accuracy']:.3f}) on {t['n']} test images: both right "
+                   f"{t['both_right']}, only the single model right {t['only_single']}, only the ensemble right "
+                   f"{t['only_ensemble']}, both wrong {t['both_wrong']}; exact two-sided p = {t['p_exact']:.4g} "
+                   f"(mid-p {t['p_mid']:.4g})."),
+    ]
+
+
 #: The report's sections in page order: a heading and the parts whose blocks it shows. A new piece of the
 #: report is one function ``(ReportContext) -> list[Block]`` added here.
 SECTIONS: tuple[tuple[str, tuple[Part, ...]], ...] = (
-    ("Result", (headline_blocks, headline_notes_blocks, seed_blocks)),
+    ("Result", (headline_blocks, headline_notes_blocks, seed_blocks, shipped_blocks)),
+    ("Ensemble", (ensemble_blocks,)),
     ("Dataset", (dataset_section,)),
     ("Search", (search_settings_blocks, best_trial_blocks, trials_table_blocks)),
     ("Search figures", (axis_blocks, best_curves_blocks, final_curves_blocks, history_blocks, importance_blocks,
@@ -587,6 +651,7 @@ def build_report(folder: Path) -> Path:
     """
     ctx = load_context(folder)
     sections = [(heading, [block for part in parts for block in part(ctx)]) for heading, parts in SECTIONS]
+    sections = [(heading, blocks) for heading, blocks in sections if blocks]  # no ensemble run: no such section
     title = f"Study {ctx.config.name}: {ctx.config.model}"
     _io.write_text(ctx.out / "report.md", _markdown(title, sections, ctx.out))
     _io.write_text(ctx.out / "index.html", _html(title, sections))

@@ -80,6 +80,25 @@ def best_trial(trials_or_study: Any, objective: str) -> Any | None:
     return best_first(complete, objective)[0] if complete else None
 
 
+def top_trials(trials_or_study: Any, k: int, objective: str) -> list[Any]:
+    """The ``k`` best distinct complete trials, best first: what ``tuning retrain --ensemble K`` retrains.
+
+    The same ranking as ``best_trial`` (so the first is the best trial), keeping only the first of trials with
+    equal parameters: a grid or staged engine may run one configuration twice, and two copies of one model
+    in an ensemble only weight it double. Fewer than ``k`` come back when the study has fewer; the caller says so.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    out: list[Any] = []
+    seen: set[str] = set()
+    for t in best_first(completed(trials_or_study), objective):
+        key = repr(sorted(t.params.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out[:k]
+
+
 def state_name(trial: Any) -> str:
     """The state as counted and shown (``complete``, ``pruned``, ``failed``, ``running``, ``waiting``)."""
     return _STATE_NAMES.get(trial.state.name, trial.state.name.lower())
