@@ -51,7 +51,8 @@ def inference_model(model_name: str, params: Mapping[str, Any], trained: Any, n_
     trained_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # mixed-precision training still ships a float32 model
     try:
-        clean = build_model(model_name, {**params, "augmentation": Augmentation("none")}, (size, size, 3), n_classes)
+        clean = build_model(model_name, {**params, "augmentation": Augmentation("none"), "weights": "none"},
+                            (size, size, 3), n_classes)  # weights: the trained ones replace a backbone's at once
     finally:
         keras.config.set_dtype_policy(trained_policy)
     clean.set_weights(trained.get_weights())
@@ -162,14 +163,19 @@ def retrain_and_test(
 
 
 def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
-                  hooks: list[EpochHook] | None = None) -> dict[str, Any]:
-    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone."""
+                  hooks: list[EpochHook] | None = None, weights: str | None = None) -> dict[str, Any]:
+    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone;
+    ``weights`` (``--weights``) points a pretrained backbone at its file on this machine."""
     from tuning import runtime
     from tuning.engines.optuna_engine import load_study
+    from tuning.models.backbones import check_study_weights
 
     folder = Path(folder)
     config = read_config(folder)
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
+    if weights is not None:
+        space = space.with_weights(weights)
+    check_study_weights(config.model, space)
     best = best_trial(load_study(config), config.objective)
     epochs = None
     if fit_on == "train+val":
