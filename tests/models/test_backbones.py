@@ -152,6 +152,25 @@ def test_weights_option_is_refused_for_a_model_without_weights() -> None:
         load_space("vgg16").with_weights("none")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["lr-find", "--model", "mobilenet_v3_small", "--weights", "{missing}"],
+     "Error: --weights {missing}: no such file; pass the path of mobilenet_v3_small's no-top weights"),
+    (["lr-find", "--model", "alexnet", "--weights", "none"],
+     "Error: --weights: search_spaces/alexnet.toml declares no weights parameter"),
+    (["search", "--model", "efficientnetv2_b0", "--weights", "{missing}", "--study", "{tmp}/runs/s"],
+     "Error: --weights {missing}: no such file"),
+])
+def test_weights_option_errors_are_one_line_and_write_nothing(args: list[str], message: str, tiny_dataset: Path,
+                                                              tmp_path: Path) -> None:
+    missing = tmp_path / "absent.h5"
+    args = [a.format(missing=missing, tmp=tmp_path) for a in args] + ["--data", str(tiny_dataset), "--budget",
+                                                                      "quick"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.startswith(message.format(missing=missing)) and result.output.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_offline_without_the_cached_file_is_one_line_before_any_trial(tiny_dataset: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """No cached file and no network (every request goes to a closed port on this machine): one line that
