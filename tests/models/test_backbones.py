@@ -129,6 +129,39 @@ def test_weights_saved_from_one_build_load_back_by_path(tmp_path: Path) -> None:
     assert any(not np.array_equal(a, b) for name in saved for a, b in zip(saved[name], fresh[name]))
 
 
+def test_a_file_in_keras_format_put_in_the_cache_folder_is_used_offline(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route without internet and without --weights: Keras' no-top file (the legacy HDF5 layout its
+    downloads have, written here from a build) put into $KERAS_HOME/models under its own name is found there,
+    passes the pre-trial check with no download, and a build with weights = "imagenet" has its weights."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = "mobilenet_v3_small"
+    path, saved = _saved_backbone(tmp_path, model)
+    net = build_model(model, _params(load_space(model), weights=path.as_posix()), (SIZE, SIZE, 3), N_CLASSES)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    for var in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # a download attempt would fail
+    (tmp_path / "home" / "models").mkdir(parents=True)
+    with h5py.File(tmp_path / "home" / "models" / BACKBONES[model].file, "w") as fh:
+        legacy_h5_format.save_weights_to_hdf5_group(fh, backbone_of(net))
+    check_weights(model, ["imagenet"])
+    keras.backend.clear_session()
+    loaded = _backbone_weights(build_model(model, _params(load_space(model), weights="imagenet"), (SIZE, SIZE, 3),
+                                           N_CLASSES))
+    for name, weights in saved.items():
+        for a, b in zip(weights, loaded[name]):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(WeightsError, match=rf"^mobilenet_v3_large: the ImageNet weights "
+                                           rf"{BACKBONES['mobilenet_v3_large'].file} are not in "):
+        check_weights("mobilenet_v3_large", ["imagenet"])  # another backbone's file does not count
+    wrong = tmp_path / "home" / "models" / BACKBONES["mobilenet_v3_large"].file
+    wrong.write_bytes((tmp_path / "home" / "models" / BACKBONES[model].file).read_bytes())
+    with pytest.raises(WeightsError, match=rf"^mobilenet_v3_large: {wrong}: not mobilenet_v3_large's no-top weights"):
+        check_weights("mobilenet_v3_large", ["imagenet"])  # small's weights under large's name
+
+
 def test_wrong_weights_files_are_one_line_errors(tmp_path: Path) -> None:
     small, _ = _saved_backbone(tmp_path, "mobilenet_v3_small")
     with pytest.raises(WeightsError) as info:
