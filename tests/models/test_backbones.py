@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tuning.cli import cli
-from tuning.errors import SpaceError, WeightsError
+from tuning.errors import SpaceError, StudyError, WeightsError
 from tuning.evaluate import _TrainPlusVal
 from tuning.models import build_model
 from tuning.models.backbones import (
@@ -202,6 +202,27 @@ def test_weights_option_errors_are_one_line_and_write_nothing(args: list[str], m
     assert result.exit_code == 1
     assert result.output.startswith(message.format(missing=missing)) and result.output.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_weights_are_recorded_absolute_in_config_and_a_resume_with_others_is_refused(tiny_dataset: Path,
+                                                                                    tmp_path: Path) -> None:
+    from tuning.pipeline import SearchRequest, resolve_config
+    from tuning.study import write_config
+
+    settings = {"device": "cpu", "precision": "float32"}
+    folder = tmp_path / "runs" / "w"
+    request = SearchRequest(model="mobilenet_v3_small", data=tiny_dataset, weights="relative/file.h5",
+                            budget="quick", study=str(folder))
+    config = resolve_config(request, settings=settings)
+    absolute = (Path.cwd() / "relative" / "file.h5").as_posix()
+    assert config.space["base"]["weights"] == absolute
+    assert config.space["params"]["weights"]["values"] == ["imagenet", "none", absolute]
+    assert resolve_config(SearchRequest(model="mobilenet_v3_small", data=tiny_dataset, budget="quick",
+                                        study=str(folder)), settings=settings).space["base"]["weights"] == "imagenet"
+    write_config(folder, config)
+    with pytest.raises(StudyError, match="holds a study with a search space that differs in base, params"):
+        resolve_config(SearchRequest(model="mobilenet_v3_small", data=tiny_dataset, weights="none", budget="quick",
+                                     study=str(folder)), settings=settings)
 
 
 def test_offline_without_the_cached_file_is_one_line_before_any_trial(tiny_dataset: Path, tmp_path: Path,
