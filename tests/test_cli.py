@@ -28,7 +28,8 @@ def test_help_lists_the_commands() -> None:
 def test_unknown_model_is_a_one_line_error(tiny_dataset: Path) -> None:
     code, out = _run("search", "--model", "vgg19", "--data", str(tiny_dataset))
     assert code == 1
-    assert out == "Error: unknown model 'vgg19'; known: alexnet, vgg16\n"
+    assert out == ("Error: unknown model 'vgg19'; known: alexnet, efficientnetv2_b0, mobilenet_v3_large, "
+                   "mobilenet_v3_small, vgg16, vgg16_imagenet\n")
 
 
 def test_missing_data_folder_is_a_one_line_error(tmp_path: Path) -> None:

@@ -247,7 +247,8 @@ def test_cli_lr_find_prints_one_summary_line(tiny_dataset: Path, sgd_space: Path
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--start", "1", "--end", "0.1"), "Error: --start 1 and --end 0.1: need 0 < start < end\n"),
-    (("--model", "vgg19"), "Error: unknown model 'vgg19'; known: alexnet, vgg16\n"),
+    (("--model", "vgg19"), "Error: unknown model 'vgg19'; known: alexnet, efficientnetv2_b0, mobilenet_v3_large, "
+                           "mobilenet_v3_small, vgg16, vgg16_imagenet\n"),
 ])
 def test_cli_lr_find_bad_options_are_one_line_errors(args: tuple[str, ...], message: str, tiny_dataset: Path,
                                                      tmp_path: Path, monkeypatch: Any) -> None:

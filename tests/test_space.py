@@ -31,6 +31,16 @@ def space(request: pytest.FixtureRequest) -> SearchSpace:
     return load_space(request.param)
 
 
+#: The study's own from-scratch nets, whose spaces carry the modern recipe with BatchNorm.
+STUDY_SPACES = ["alexnet", "vgg16"]
+BACKBONE_SPACES = [name for name in BUILTINS if name not in STUDY_SPACES]
+
+
+@pytest.fixture(params=STUDY_SPACES)
+def study_space(request: pytest.FixtureRequest) -> SearchSpace:
+    return load_space(request.param)
+
+
 def _optuna_values(space: SearchSpace, *, seed: int = 0, n_trials: int = N_TRIALS) -> list[tuple[dict, dict]]:
     """(values returned by suggest_optuna, trial.params) for each trial of a real random-sampler study."""
     seen: list[tuple[dict, dict]] = []
@@ -105,13 +115,19 @@ def test_kerastuner_declares_every_param_like_the_file(space: SearchSpace) -> No
 
 
 def test_both_backends_give_the_same_names(space: SearchSpace) -> None:
-    """Each backend's trials hold exactly the parameters active under their optimizer and schedule (momentum
-    with sgd, weight_decay with adamw, warmup_epochs with cosine)."""
+    """Each backend's trials hold exactly the parameters active under their optimizer, schedule and (in the
+    backbone spaces) unfreeze values (momentum with sgd, weight_decay with adamw, warmup_epochs with cosine,
+    head_epochs and fine_tune_lr_factor unless unfreeze = none)."""
+    import itertools
+
     everything = space.with_search(list(space.params))
-    expected = {frozenset(space.resolve({"optimizer": o, "schedule": s}))
-                for o in space.params["optimizer"].values for s in space.params["schedule"].values}
-    assert len(expected) == len(space.params["optimizer"].values) * len(space.params["schedule"].values)
-    optuna_names = {frozenset(v) for v, _ in _optuna_values(everything, n_trials=60)}
+    parents = [name for name in space.params if any(name in p.when for p in space.params.values())]
+    assert {"optimizer", "schedule"} <= set(parents)
+    expected = {frozenset(space.resolve(dict(zip(parents, values))))
+                for values in itertools.product(*(space.params[n].grid_values() for n in parents))}
+    assert len(expected) == len(space.params["optimizer"].values) * len(space.params["schedule"].values) * (
+        2 if "unfreeze" in parents else 1)
+    optuna_names = {frozenset(v) for v, _ in _optuna_values(everything, n_trials=60 * (len(parents) - 1))}
     kt_names = {frozenset(v) for v in _kt_values(everything, n_trials=60)[1]}
     assert optuna_names == expected
     # Keras Tuner's random_sample(seed) draws every choice from the same seed, so some pairs never meet.
@@ -122,7 +138,8 @@ def test_default_search_renders_only_searched_params(space: SearchSpace) -> None
     declared = kt.HyperParameters()
     values = space.define_kerastuner(declared)
     assert [h.name for h in declared.space] == list(space.search)
-    assert values == space.resolve({name: values[name] for name in space.search})
+    # A conditional axis whose parent's first value switches it off (unfreeze "none") is not in the values.
+    assert values == space.resolve({name: values[name] for name in space.search if name in values})
     for values, trial_params in _optuna_values(space, n_trials=5):
         assert set(trial_params) == set(space.search)
         assert values == space.resolve(trial_params)
@@ -478,15 +495,17 @@ def test_missing_file_is_a_space_error(tmp_path: Path) -> None:
 
 
 # ----- loading by name or by path -------------------------------------------------------------------------
-def test_builtins_are_vgg16_and_alexnet() -> None:
-    assert BUILTINS == ["alexnet", "vgg16"]
+def test_builtins_are_the_study_models_and_the_backbones() -> None:
+    assert BUILTINS == ["alexnet", "efficientnetv2_b0", "mobilenet_v3_large", "mobilenet_v3_small", "vgg16",
+                        "vgg16_imagenet"]
     for name in BUILTINS:
         assert load_space(name).model == name
         assert load_space(name).source == f"search_spaces/{name}.toml"
 
 
 def test_unknown_space_lists_builtins() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown search space 'vgg19'; known: alexnet, vgg16"):
+    with pytest.raises(UnknownNameError, match=r"unknown search space 'vgg19'; known: alexnet, efficientnetv2_b0, "
+                       r"mobilenet_v3_large, mobilenet_v3_small, vgg16, vgg16_imagenet$"):
         load_space("vgg19")
 
 
@@ -553,7 +572,8 @@ def test_staged_plan_replays_the_study_unchanged(name: str, budget: str) -> None
         assert "weight_decay" not in resolved and "warmup_epochs" not in resolved
 
 
-def test_recipe_axes_are_declared_in_both_builtins_and_not_searched_by_default(space: SearchSpace) -> None:
+def test_recipe_axes_are_declared_in_both_builtins_and_not_searched_by_default(study_space: SearchSpace) -> None:
+    space = study_space
     assert set(RECIPE_KEYS) <= set(space.params)
     assert not set(RECIPE_KEYS) & set(space.search)
     assert space.params["head"].values == ("flatten", "gap")
@@ -563,7 +583,8 @@ def test_recipe_axes_are_declared_in_both_builtins_and_not_searched_by_default(s
     assert space.params["warmup_epochs"].when == {"schedule": ("cosine",)}
 
 
-def test_modern_preset_turns_the_recipe_on_and_is_recorded(space: SearchSpace) -> None:
+def test_modern_preset_turns_the_recipe_on_and_is_recorded(study_space: SearchSpace) -> None:
+    space = study_space
     modern = space.with_preset("modern")
     base = modern.base
     assert base["batch_norm"] is True and base["head"] == "gap" and base["flip"] is True and base["crop"] > 0
@@ -611,10 +632,10 @@ def test_a_space_without_recipe_keys_still_loads(tmp_path: Path) -> None:
     ("crop", 1.0, "a number in [0, 1)"),
     ("optimizer", "lion", "one of adam, sgd, adamw"),
 ])
-def test_recipe_values_the_trainer_cannot_use_are_refused(space: SearchSpace, key: str, value: Any,
+def test_recipe_values_the_trainer_cannot_use_are_refused(study_space: SearchSpace, key: str, value: Any,
                                                           rule: str) -> None:
     with pytest.raises(SpaceError) as info:
-        space.with_base({key: value})
+        study_space.with_base({key: value})
     assert str(info.value) == f"{key}: {value!r} is not a legal value; {key} must be {rule}"
 
 

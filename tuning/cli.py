@@ -43,6 +43,14 @@ def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Study name (runs/NAME) or folder.")(fn)
 
 
+def weights_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--weights", "weights", default=None, metavar="imagenet|none|PATH",
+        help="A pretrained backbone's starting weights: imagenet (Keras downloads its file on first use into "
+             "$KERAS_HOME/models, ~/.keras/models), none (train from scratch) or the path of that file fetched "
+             "by hand [the space's]; recorded in config.toml.")(fn)
+
+
 def group_by_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--group-by", "group_by", default=None, metavar="RULE",
@@ -589,6 +597,7 @@ def _summary(outcome: Any) -> None:
               help="Narrow the learning_rate axis (and its grid) to LOW..HIGH inside the declared range, or to "
                    "the LR range test's suggestion (auto: reuses runs/lr-find/<model>-<data>/lr_find.json for the "
                    "same space and budget, else runs 'tuning lr-find' first); recorded in config.toml.")
+@weights_option
 @handle_errors
 def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[str, ...], **options: Any) -> None:
     """Search hyperparameters, retrain the best, test it once, write the report and export the model."""
@@ -643,9 +652,10 @@ def _quiet_libraries() -> None:
               help="Batches; the rate rises by an equal factor each (the training split is cycled as needed).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--precision", default="auto", show_default=True, help="As for search.")
+@weights_option
 @handle_errors
 def lr_find(model: str, data_dir: Path, space: str | None, budget: str, preset: str | None, start: float,
-            end: float, steps: int, seed: int, precision: str) -> None:
+            end: float, steps: int, seed: int, precision: str, weights: str | None) -> None:
     """LR range test: one short run with the rate rising exponentially; plot, json and a suggested range."""
     from tuning.lrfind import check_options
 
@@ -666,9 +676,14 @@ def lr_find(model: str, data_dir: Path, space: str | None, budget: str, preset: 
                            f"{declared.model}")
     if preset:
         declared = declared.with_preset(preset)
+    if weights is not None:
+        declared = declared.with_weights(weights)
     settings = runtime.resolve(precision=precision)
     budget = budget if budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     narrowed, _ = declared.with_budget(budget)
+    from tuning.models.backbones import check_study_weights
+
+    check_study_weights(model, narrowed)
     click.echo(f"LR range test: {model} on {data_dir} (budget {budget}), {steps} batches from {start:g} to {end:g}")
     r = find_lr(model, data_dir, narrowed, budget=budget, start=start, end=end, steps=steps, seed=seed,
                 settings=settings)
@@ -724,8 +739,9 @@ def dashboard(study: str, host: str, port: int) -> None:
                    "final/ensemble/, beside the single model).")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
               help="flip: average each image's probabilities with its mirror's (one model or the ensemble).")
+@weights_option
 @handle_errors
-def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str) -> None:
+def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, weights: str | None) -> None:
     """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
     runtime.load_tensorflow()
     from tuning.evaluate import retrain_study
@@ -741,15 +757,15 @@ def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str) -> Non
         from tuning.evaluate import retrain_members
 
         trials = ", ".join(f"#{m.trial}" for m in retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds,
-                                                                  fit_on=fit_on))
+                                                                  fit_on=fit_on, weights=weights))
         click.echo(f"Retraining {folder}: trial(s) {trials} on {fit_on}, test-time augmentation {tta}, then one "
                    "test evaluation...")
-        _ensemble_summary(retrain_study(folder, fit_on=fit_on, ensemble=ensemble, tta=tta))
+        _ensemble_summary(retrain_study(folder, fit_on=fit_on, ensemble=ensemble, tta=tta, weights=weights))
         click.echo(f"Report: {build_report(folder)}")
         click.echo(f"Model:  {export_study(folder).model}")
         return
     click.echo(f"Retraining {folder} on {fit_on} with {seeds} seed(s), then one test evaluation each...")
-    m = retrain_study(folder, fit_on=fit_on, seeds=seeds)
+    m = retrain_study(folder, fit_on=fit_on, seeds=seeds, weights=weights)
     low, high = m["accuracy_ci95"]
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
                f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")
@@ -959,7 +975,7 @@ def models_show(name: str, size: int, budget: str, plot: Path | None) -> None:
     space, _ = load_space(name).with_budget(budget)
     space = space.with_base({"image_size": size}) if size in space.params["image_size"].grid_values() else space
     params = space.resolve({"image_size": size}) | {"augmentation": space.augmentation(str(space.base["augmentation"]))}
-    model = build_model(name, params, (size, size, 3), 3)
+    model = build_model(name, {**params, "weights": "none"}, (size, size, 3), 3)  # the structure needs no download
     lines: list[str] = []
     model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=96)
     click.echo("\n".join(lines))

@@ -28,3 +28,7 @@ class UnknownNameError(ToolkitError):
 
 class StudyError(ToolkitError):
     """A study folder or storage is missing, incomplete or inconsistent."""
+
+
+class WeightsError(ToolkitError):
+    """A pretrained backbone's weights file is missing, cannot be downloaded or does not fit the network."""

@@ -65,7 +65,8 @@ def inference_model(model_name: str, params: Mapping[str, Any], trained: Any, n_
     trained_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # mixed-precision training still ships a float32 model
     try:
-        clean = build_model(model_name, {**params, "augmentation": Augmentation("none")}, (size, size, 3), n_classes)
+        clean = build_model(model_name, {**params, "augmentation": Augmentation("none"), "weights": "none"},
+                            (size, size, 3), n_classes)  # weights: the trained ones replace a backbone's at once
     finally:
         keras.config.set_dtype_policy(trained_policy)
     clean.set_weights(trained.get_weights())
@@ -338,10 +339,12 @@ def shipped_model(folder: Path) -> str:
 
 
 def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds: int = 1,
-                    fit_on: str = "train") -> list[Member]:
+                    fit_on: str = "train", weights: str | None = None) -> list[Member]:
     """The configurations ``tuning retrain`` trains, checked before anything trains: the best trial, or with
-    ``ensemble`` > 1 or ``tta="flip"`` the ``ensemble`` best distinct trials (``tuning.trials.top_trials``)."""
+    ``ensemble`` > 1 or ``tta="flip"`` the ``ensemble`` best distinct trials (``tuning.trials.top_trials``).
+    ``weights`` (``--weights``) points a pretrained backbone at its file on this machine; it is checked here."""
     from tuning.engines.optuna_engine import load_study
+    from tuning.models.backbones import check_study_weights
 
     folder = Path(folder)
     config = read_config(folder)
@@ -354,6 +357,9 @@ def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds
         raise StudyError(f"--seeds {seeds} measures one configuration's spread across seeds; it does not combine "
                          "with --ensemble or --tta (each member trains with the study's seed)")
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
+    if weights is not None:
+        space = space.with_weights(weights)
+    check_study_weights(config.model, space)
     study = load_study(config)
     picked = top_trials(study, ensemble, config.objective) if combined else [best_trial(study, config.objective)]
     if len(picked) < ensemble:
@@ -373,7 +379,7 @@ def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds
 
 
 def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemble: int = 1, tta: str = "none",
-                  hooks: list[EpochHook] | None = None) -> dict[str, Any]:
+                  hooks: list[EpochHook] | None = None, weights: str | None = None) -> dict[str, Any]:
     """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone.
 
     With ``ensemble`` > 1 or ``tta="flip"`` the members of ``retrain_members`` go to ``retrain_ensemble``
@@ -382,9 +388,11 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemb
     from tuning import runtime
 
     folder = Path(folder)
-    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on)
+    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on, weights=weights)
     config = read_config(folder)
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
+    if weights is not None:
+        space = space.with_weights(weights)
     data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
     with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
         if ensemble > 1 or tta != "none":

@@ -62,6 +62,8 @@ class SearchRequest:
     track: tuple[str, ...] = ()
     #: ``--lr-range``: ``auto`` (the range test's suggestion) or ``LOW,HIGH`` narrows the learning-rate axis.
     lr_range: str | None = None
+    #: ``--weights``: a pretrained backbone's ``imagenet``, ``none`` or weights file (None: the space's).
+    weights: str | None = None
 
 
 def study_folder(study: str, runs: Path = Path("runs")) -> Path:
@@ -111,6 +113,8 @@ def resolve_space(request: SearchRequest, budget: str, *, run_finder: bool = Fal
     space = load_space(request.space or request.model)
     if request.preset:
         space = space.with_preset(request.preset)
+    if request.weights is not None:
+        space = space.with_weights(request.weights)
     space, chosen = space.with_budget(budget)
     if request.lr_range is not None:
         from tuning.lrfind import lr_range_space
@@ -264,6 +268,9 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
     data = TrialData.for_space(request.data, space, seed=request.seed)
     check_trainable(data, space, folds=config.cv)  # a class missing from a split or fold: refused before the folder
+    from tuning.models.backbones import check_study_weights
+
+    check_study_weights(config.model, space)  # a backbone's weights at hand (downloaded now) and fitting it
     write_config(folder, config)
     with runtime.applied(config.runtime), tracking(on_event, tracks, folder) as tracked:
         return finish(tracked, _execute(request, config, space, folder, budget, data, on_event=tracked, start=start))

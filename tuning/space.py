@@ -7,6 +7,7 @@ the key and what to change. After that the engines trust it.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -31,6 +32,15 @@ OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 #: What follows the last convolution: the study's ``flatten``, or global average pooling (``gap``).
 HEADS = ("flatten", "gap")
+#: How much of a pretrained backbone trains after its ``head_epochs`` (``tuning.models.backbones``): nothing,
+#: its top block, its later half or all of it (BatchNorm layers stay frozen in every case).
+UNFREEZE = ("none", "top", "half", "all")
+#: The weights a backbone starts from besides a file path: ImageNet's (downloaded by Keras) or random.
+WEIGHTS = ("imagenet", "none")
+
+#: The two-phase fine-tuning keys with the values that mean "one phase, backbone frozen throughout"; only the
+#: backbone spaces declare them (``params.get(key, FINE_TUNE_DEFAULTS[key])``).
+FINE_TUNE_DEFAULTS: dict[str, Value] = {"unfreeze": "none", "head_epochs": 0, "fine_tune_lr_factor": 1.0}
 
 #: The modern-recipe keys with the study's own values. A declaration may leave any of them out (a space
 #: written before the recipe existed trains exactly as before); the models and the trainer fall back on
@@ -124,6 +134,10 @@ CONSTRAINTS: dict[str, Interval | Options | Flag] = {
     "schedule": Options(SCHEDULES),
     "warmup_epochs": Interval(0, None, integer=True),
     "patience": Interval(0, None, integer=True),  # 0: no early stopping
+    # Pretrained backbones, fine-tuned in two phases (FINE_TUNE_DEFAULTS: one frozen phase).
+    "unfreeze": Options(UNFREEZE),
+    "head_epochs": Interval(0, None, integer=True),
+    "fine_tune_lr_factor": Interval(0, None, closed="neither"),
 }
 
 
@@ -630,6 +644,21 @@ class SearchSpace:
         if isinstance(param, Choice) and not param.contains(scheme):
             params["split"] = replace(param, values=(*param.values, scheme))
         return replace(self, params=params, base={**self.base, "split": scheme})
+
+    def with_weights(self, weights: str) -> SearchSpace:
+        """The same space starting from ``weights`` (``--weights``): ``imagenet``, ``none`` or a weights file,
+        recorded as an absolute path (a trial in another process or directory finds the same file) and added to
+        the axis's values as ``with_split`` adds a scheme. Whether the file exists and fits is the backbone's
+        check (``tuning.models.backbones.check_weights``), made before the first trial."""
+        param = self.params.get("weights")
+        if not isinstance(param, Choice):
+            raise SpaceError(f"--weights: {self.source} declares no weights parameter; --weights applies to the "
+                             "pretrained backbones (see 'tuning models list')")
+        value = weights if weights in WEIGHTS else Path(os.path.abspath(Path(weights).expanduser())).as_posix()
+        params = dict(self.params)
+        if not param.contains(value):
+            params["weights"] = replace(param, values=(*param.values, value))
+        return replace(self, params=params, base={**self.base, "weights": value})
 
     def with_base(self, overrides: Mapping[str, Value]) -> SearchSpace:
         """The same space with some starting values replaced (validated like the file's own)."""

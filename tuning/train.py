@@ -242,14 +242,6 @@ def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
     return _Hook()
 
 
-def _best_weights_callback(objective: str) -> Any:
-    """Keeps the weights of the epoch the objective rates best, the same epoch ``TrialResult.best_epoch`` names."""
-    import keras
-
-    return keras.callbacks.EarlyStopping(monitor=objective, mode="min" if direction(objective) == "minimize" else "max",
-                                         patience=10**9, restore_best_weights=True)
-
-
 def earliest_stop(params: Mapping[str, Any], epochs: int) -> int:
     """The first epoch (0-based) whose stale epochs early stopping counts: 0 on a constant rate; under
     ``cosine``, the start of the schedule's last third.
@@ -264,9 +256,11 @@ def earliest_stop(params: Mapping[str, Any], epochs: int) -> int:
 
 
 def _early_stopping_callback(objective: str, *, patience: int, start: int, restore: bool) -> Any:
-    """Stops once ``patience`` epochs from ``start`` on brought no better ``objective`` than the best so far;
-    with ``restore``, then restores the best epoch's weights (best over ALL epochs, the epoch
-    ``TrialResult.best_epoch`` names; a search trial's model is dropped, so it skips the copies).
+    """Stops once ``patience`` epochs from ``start`` on brought no better ``objective`` than the best so far
+    (``patience`` 0: never); with ``restore``, keeps the best epoch's weights (best over ALL epochs, the epoch
+    ``TrialResult.best_epoch`` names; a search trial's model is dropped, so it skips the copies) for
+    ``restore_best()``, which the trial calls after its last phase (Keras' own callback would restore at the
+    end of each ``fit`` and forget the first phase's best epoch in the second).
 
     Keras' ``start_from_epoch`` would also ignore the best epochs before ``start``, so this counts itself: the
     trial stops at the end of epoch ``e`` when ``e - max(best, start - 1) >= patience``.
@@ -291,15 +285,33 @@ def _early_stopping_callback(objective: str, *, patience: int, start: int, resto
                 self.best, self.best_epoch = value, epoch
                 if restore:
                     self.best_weights = self.model.get_weights()
-            elif epoch - max(self.best_epoch, start - 1) >= patience:
+            elif patience and epoch - max(self.best_epoch, start - 1) >= patience:
                 self.stopped_epoch = epoch
                 self.model.stop_training = True
 
-        def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
+        def restore_best(self) -> None:
             if self.best_weights is not None:
                 self.model.set_weights(self.best_weights)
 
     return _EarlyStopping()
+
+
+def fit_phases(model: Any, params: Mapping[str, Any], epochs: int) -> list[tuple[int, dict[str, Any], str]]:
+    """The ``fit`` calls of one trial as (epoch it ends at, its params, what to unfreeze before it).
+
+    One phase for the study's nets and for a backbone with ``unfreeze = "none"`` (or ``head_epochs`` covering
+    the whole budget); otherwise ``head_epochs`` on the frozen backbone, then the rest with ``unfreeze``'s part
+    trainable at ``learning_rate * fine_tune_lr_factor``. ``epochs`` is the total either way.
+    """
+    from tuning.models.backbones import backbone_of, fine_tune
+
+    how = str(fine_tune(params, "unfreeze"))
+    head = int(fine_tune(params, "head_epochs"))
+    if backbone_of(model) is None or how == "none" or head >= epochs:
+        return [(epochs, dict(params), "none")]
+    tuned = {**params, "learning_rate": float(params["learning_rate"]) * float(fine_tune(params,
+                                                                                          "fine_tune_lr_factor"))}
+    return ([(head, dict(params), "none")] if head else []) + [(epochs, tuned, how)]
 
 
 def train_trial(
@@ -320,8 +332,11 @@ def train_trial(
     goes on. With ``keep_model`` the weights of the epoch best by ``objective`` are restored and returned.
     With ``patience`` in ``params`` the trial stops early (``earliest_stop`` says from when) and, stopped or
     not, ends on its best epoch's weights; ``epochs`` stays the maximum and sizes the learning-rate schedule.
+    A pretrained backbone trains in the two phases of ``fit_phases``: one history, epochs counted across both.
     """
     import keras
+
+    from tuning.models.backbones import unfreeze
 
     policy = keras.config.dtype_policy()  # clear_session resets it to float32: --precision must survive
     keras.backend.clear_session()  # also runs the garbage collector (free_memory=True)
@@ -334,11 +349,11 @@ def train_trial(
     state: dict[str, Any] = {}
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
     patience = int(params.get("patience", RECIPE_DEFAULTS["patience"]))
-    if patience:
-        callbacks.append(_early_stopping_callback(objective, patience=patience, start=earliest_stop(params, epochs),
-                                                  restore=keep_model))
-    elif keep_model:
-        callbacks.append(_best_weights_callback(objective))
+    keeper = None
+    if patience or keep_model:
+        keeper = _early_stopping_callback(objective, patience=patience, start=earliest_stop(params, epochs),
+                                          restore=keep_model)
+        callbacks.append(keeper)
     start = time.perf_counter()
     model = None
     try:
@@ -349,13 +364,26 @@ def train_trial(
             return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}",
                                objective_name=objective)
         batch = int(params["batch_size"])
-        compile_model(model, params, epochs=epochs, steps_per_epoch=math.ceil(len(views["train"][0]) / batch))
-        history = model.fit(
-            make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
-            validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),
-            epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False,  # the dataset shuffles itself
-            class_weight=data.class_weight(size),
-        ).history
+        steps = math.ceil(len(views["train"][0]) / batch)
+        history: dict[str, list[Any]] = {}
+        first = 0
+        for last, phase_params, how in fit_phases(model, params, epochs):
+            if how != "none":
+                unfreeze(model, model_name, how)  # then recompiled, so the optimiser sees the new weights
+            compile_model(model, phase_params, epochs=last - first, steps_per_epoch=steps)
+            logs = model.fit(
+                make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
+                validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),
+                initial_epoch=first, epochs=last, verbose=0, callbacks=callbacks,  # epochs count on across phases
+                shuffle=False, class_weight=data.class_weight(size),  # the dataset shuffles itself
+            ).history
+            for key, values in logs.items():
+                history.setdefault(key, []).extend(values)
+            first = last
+            if model.stop_training:  # pruned, failed or stopped early: no next phase
+                break
+        if keeper is not None:
+            keeper.restore_best()
     except (MemoryError, _resource_exhausted()) as exc:
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",
                            seconds=time.perf_counter() - start, objective_name=objective)

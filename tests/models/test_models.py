@@ -16,7 +16,9 @@ from tuning.space import OPTIMIZERS, Augmentation, SearchSpace, load_space
 from tuning.train import compile_model
 
 N_CLASSES = 3
-MODELS = known_models()
+#: The study's from-scratch nets; the pretrained backbones have their own tests (test_backbones.py).
+MODELS = ["alexnet", "vgg16"]
+BACKBONES = ["efficientnetv2_b0", "mobilenet_v3_large", "mobilenet_v3_small", "vgg16_imagenet"]
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +58,10 @@ TRAIN_CASES = [
 ]
 
 
-def test_registry_lists_the_study_models() -> None:
-    assert MODELS == ["alexnet", "vgg16"]
-    assert all(_space(model).model == model for model in MODELS)
+def test_registry_lists_the_study_models_and_the_backbones() -> None:
+    """Every registered model ships a built-in space of its name that declares it."""
+    assert known_models() == sorted(MODELS + BACKBONES)
+    assert all(_space(model).model == model for model in known_models())
 
 
 @pytest.mark.parametrize("model, preset", PRESETS)
@@ -122,9 +125,10 @@ def test_compile_builds_each_declarable_optimizer_and_nothing_else(name: str, cl
 
 
 def test_unknown_model_lists_known() -> None:
-    with pytest.raises(UnknownNameError, match=r"^unknown model 'nope'; known: alexnet, vgg16$"):
+    known = "alexnet, efficientnetv2_b0, mobilenet_v3_large, mobilenet_v3_small, vgg16, vgg16_imagenet"
+    with pytest.raises(UnknownNameError, match=rf"^unknown model 'nope'; known: {known}$"):
         get_model_fn("nope")
-    with pytest.raises(UnknownNameError, match="known: alexnet, vgg16"):
+    with pytest.raises(UnknownNameError, match=f"known: {known}"):
         build_model("nope", {}, (64, 64, 3), N_CLASSES)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from tuning._registry import Registry
 
 ModelFn = Callable[[Mapping[str, Any], tuple[int, int, int], int], Any]
-_MODELS: Registry[ModelFn] = Registry("model", ("tuning.models.vgg", "tuning.models.alexnet"))
+_MODELS: Registry[ModelFn] = Registry("model", ("tuning.models.vgg", "tuning.models.alexnet",
+                                                  "tuning.models.backbones"))
 
 
 def register(name: str) -> Callable[[ModelFn], ModelFn]:

@@ -74,7 +74,12 @@ class RandomResizedCrop(layers.Layer):
 def preprocess(inputs: Any, augmentation: Augmentation) -> Any:
     """Scale 0-255 to [0, 1], then the recipe's crop and flip and the preset's random transforms (fit trains
     through them; the saved model is rebuilt without them, see ``tuning.evaluate.inference_model``)."""
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    return augment(layers.Rescaling(1.0 / 255, name="rescale")(inputs), augmentation)
+
+
+def augment(x: Any, augmentation: Augmentation) -> Any:
+    """The random transforms alone, on pixels of any scale (none of them depends on it): the pretrained
+    backbones keep 0-255 for their own preprocessing (``tuning.models.backbones``)."""
     if augmentation.crop:
         x = RandomResizedCrop(augmentation.crop, name="aug_crop")(x)
     if augmentation.flip:
