@@ -21,8 +21,8 @@ from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+from tuning.trials import best_first, completed, direction, objective_values, quality, real_trials, state_name
 from tuning.trials import best_trial as _best_trial
-from tuning.trials import direction
 
 #: What the final model may be fitted on; the test split is never among them.
 FIT_ON = ("train", "train+val")
@@ -93,9 +93,79 @@ def best_trial(study: Any, objective: str) -> Any:
     return best
 
 
+#: ``tuning retrain --pick``: which trial's configuration is retrained (see ``pick_trial``).
+PICKS = ("best", "best:OBJECTIVE", "trial:N", "smallest-within:DELTA")
+
+
+def parse_pick(pick: str) -> tuple[str, str]:
+    """``--pick`` as (rule, argument), checked for its form only (the study checks the rest)."""
+    rule, _, arg = pick.partition(":")
+    ok = {"best": True, "trial": arg.isdigit(), "smallest-within": _is_number(arg)}.get(rule, False)
+    if not ok or (rule != "best" and not arg) or (rule == "best" and pick.endswith(":")):
+        raise StudyError(f"--pick '{pick}': choose {', '.join(PICKS)} (e.g. best:size_mb, trial:3, "
+                         "smallest-within:0.01)")
+    return rule, arg
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) >= 0
+    except ValueError:
+        return False
+
+
+def pick_trial(study: Any, config: StudyConfig, pick: str = "best") -> Any:
+    """The trial ``tuning retrain --pick`` names; an error that says why when it names none that finished.
+
+    - ``best``: the best by the quality objective (a multi-objective study's first), as the summary names it;
+    - ``best:OBJECTIVE``: the best by one of the study's objectives (``best:size_mb``: the smallest model);
+    - ``trial:N``: trial number N, which must be complete;
+    - ``smallest-within:DELTA``: for the phone, the cheapest model (by the study's first cost objective: the
+      smallest under ``size_mb``, the fastest under ``latency_ms``) among the complete trials whose quality is
+      within DELTA of the best (absolute, in the objective's units: 0.01 is one point of accuracy); ties go
+      to the better quality, then the lower trial number.
+    """
+    rule, arg = parse_pick(pick)
+    objectives = config.objectives or [config.objective]
+    if rule == "best" and not arg:
+        return best_trial(study, config.objective)
+    if rule == "trial":
+        trials = {t.number: t for t in real_trials(study)}
+        if int(arg) not in trials:
+            shown = f"trials {min(trials)}-{max(trials)}" if trials else "no trials"
+            raise StudyError(f"--pick {pick}: study '{config.name}' has no trial #{arg} ({shown})")
+        chosen = trials[int(arg)]
+        if not completed([chosen]):
+            raise StudyError(f"--pick {pick}: trial #{arg} is {state_name(chosen)}, not complete, so it has no "
+                             "result to retrain; pick a complete one ('tuning report' lists them)")
+        return chosen
+    pool = completed(study)
+    if not pool:
+        raise StudyError(f"study '{config.name}': no trial completed, so there is nothing to retrain")
+    if rule == "best":
+        name = arg if arg in objectives else f"val_{arg}"  # the short names --objective takes: val_ + name
+        if name not in objectives:
+            raise UnknownNameError(f"objective in --pick {pick} (the study's objectives)", arg, objectives)
+        scored = [t for t in pool if math.isfinite(objective_values(t, objectives)[name])]
+        sign = 1.0 if direction(name) == "minimize" else -1.0
+        return min(scored, key=lambda t: (sign * objective_values(t, objectives)[name], t.number))
+    if len(objectives) < 2:
+        raise StudyError(f"--pick {pick}: study '{config.name}' has no cost objective to be smallest by; it was "
+                         "searched for one objective (search with --objectives QUALITY,size_mb)")
+    cost, delta = objectives[1], float(arg)
+    top = quality(best_first(pool, config.objective)[0])
+    assert top is not None  # completed trials have a finite quality
+    sign = 1.0 if direction(config.objective) == "minimize" else -1.0
+    close = [t for t in pool if sign * (float(quality(t) or 0.0) - top) <= delta
+             and math.isfinite(objective_values(t, objectives)[cost])]
+    return min(close, key=lambda t: (objective_values(t, objectives)[cost], sign * float(quality(t) or 0.0),
+                                     t.number))
+
+
 def retrain_and_test(
     config: StudyConfig, space: SearchSpace, data: TrialData, params: Mapping[str, Any], folder: Path,
     *, fit_on: str = "train", seeds: int = 1, epochs: int | None = None, hooks: list[EpochHook] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``params`` from scratch with ``seeds`` seeds, test each once, keep the first seed's model.
 
@@ -103,7 +173,8 @@ def retrain_and_test(
     ``val_loss`` under ``--objective val_loss``); ``"train+val"`` has no validation set,
     so it trains for ``epochs`` (the best trial's best epoch count) and keeps the last weights. Several seeds
     show how much the test accuracy owes to the seed; the shipped model is always seed ``config.seed``.
-    Writes ``final/model.keras``, ``metrics.json``, ``architecture.json`` and ``predictions.csv``.
+    Writes ``final/model.keras``, ``metrics.json``, ``architecture.json`` and ``predictions.csv``; ``extra``
+    goes into ``metrics.json`` as it is (which trial was retrained, and why).
     """
     if fit_on not in FIT_ON:
         raise UnknownNameError("--fit-on value", fit_on, FIT_ON)
@@ -157,20 +228,22 @@ def retrain_and_test(
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
     metrics["seeds"] = seed_summary(accuracies)
+    metrics |= dict(extra or {})
     _io.write_json(final / "metrics.json", metrics)
     return metrics
 
 
 def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
-                  hooks: list[EpochHook] | None = None) -> dict[str, Any]:
-    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone."""
+                  hooks: list[EpochHook] | None = None, pick: str = "best") -> dict[str, Any]:
+    """``tuning retrain``: the finished study's best trial (or the one ``pick`` names, see ``pick_trial``)
+    retrained and tested again, from its folder alone."""
     from tuning import runtime
     from tuning.engines.optuna_engine import load_study
 
     folder = Path(folder)
     config = read_config(folder)
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
-    best = best_trial(load_study(config), config.objective)
+    best = pick_trial(load_study(config), config, pick)
     epochs = None
     if fit_on == "train+val":
         epochs = best_epoch_count(best.user_attrs.get("history", {}), config.objective)
@@ -180,7 +253,7 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1,
     data = TrialData.for_space(Path(config.dataset), space, seed=config.seed)
     with runtime.applied(config.runtime):  # the caller's dtype policy is back afterwards
         return retrain_and_test(config, space, data, space.resolve(best.params), folder, fit_on=fit_on,
-                                seeds=seeds, epochs=epochs, hooks=hooks)
+                                seeds=seeds, epochs=epochs, hooks=hooks, extra={"trial": best.number, "pick": pick})
 
 
 def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np.ndarray,

@@ -15,7 +15,7 @@ from typing import Any
 
 from tuning import _io
 from tuning.engines import EpochEvent, OnEvent, TrialEndEvent, TrialLimitReached, TrialStartEvent
-from tuning.errors import StudyError
+from tuning.errors import StudyError, ToolkitError
 from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
@@ -208,16 +208,19 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
     from optuna.trial import TrialState
 
     result: list[Outcome] = []
-    minimise = direction(runner.config.objective) == "minimize"
+    config = runner.config
+    minimise = direction(config.objective) == "minimize"
+    # --objectives: one value per objective; Optuna marks a trial returning NaNs failed, as with one objective.
+    no_value: float | list[float] = [math.nan] * len(config.objectives) if config.objectives else math.nan
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | list[float]:
         trial.set_user_attr(WORKER_ATTR, worker_id())
         if limit is not None:
             states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
             ahead = [t for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
             if len(ahead) >= limit:
                 trial.set_user_attr("surplus", True)
-                return math.nan
+                return no_value
 
         best: float | None = None
 
@@ -231,8 +234,9 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
             trial.report(best, epoch)
             return prune and trial.should_prune()
 
-        try:
-            outcome = runner.run(trial.number, suggest(trial), report=report)
+        params = suggest(trial)
+        try:  # a multi-objective study is not pruned, and Optuna's Trial.report refuses one
+            outcome = runner.run(trial.number, params, report=None if config.objectives else report)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             raise
@@ -240,10 +244,30 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
         result.append(outcome)
         if outcome.status == "pruned":
             raise optuna.TrialPruned()
-        return outcome.value if outcome.status == "complete" else math.nan
+        if outcome.status != "complete":
+            return no_value
+        if not config.objectives:
+            return outcome.value
+        return [outcome.value, *trial_costs(trial, runner, params).values()]
 
     study.optimize(objective, n_trials=1, catch=())
     return result[0] if result else None
+
+
+def trial_costs(trial: Any, runner: TrialRunner, params: Mapping[str, Any]) -> dict[str, float]:
+    """The cost objectives of a complete trial (``tuning.costs``), kept with it as the ``costs`` attribute;
+    NaN each, with the reason as ``fail_reason``, when they cannot be measured (Optuna then fails the trial)."""
+    from tuning.costs import measure_costs
+
+    names = runner.config.objectives[1:]
+    try:
+        n_classes = len(runner.data.arrays(int(params["image_size"])).classes)
+        costs = measure_costs(names, runner.config.model, params, n_classes=n_classes)
+    except ToolkitError as exc:
+        trial.set_user_attr("fail_reason", str(exc))
+        return dict.fromkeys(names, math.nan)
+    trial.set_user_attr("costs", costs)
+    return costs
 
 
 def wait_for_others(study: Any) -> None:
