@@ -85,8 +85,7 @@ def test_pick_chooses_the_trial_its_rule_names(study: optuna.Study, pick: str, n
                 "one ('tuning report' lists them)"),
     ("trial:6", "--pick trial:6: trial #6 is pruned, not complete, so it has no result to retrain; pick a complete "
                 "one ('tuning report' lists them)"),
-    ("best:latency_ms", "unknown objective in --pick best:latency_ms (the study's objectives) 'latency_ms'; known: "
-                        "size_mb, val_balanced_accuracy"),
+    ("best:latency_ms", "unknown --pick objective 'latency_ms'; known: size_mb, val_balanced_accuracy"),
 ])
 def test_a_pick_that_names_no_finished_trial_is_one_error_that_says_why(study: optuna.Study, pick: str,
                                                                          message: str) -> None:

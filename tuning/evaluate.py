@@ -145,7 +145,7 @@ def pick_trial(study: Any, config: StudyConfig, pick: str = "best") -> Any:
     if rule == "best":
         name = arg if arg in objectives else f"val_{arg}"  # the short names --objective takes: val_ + name
         if name not in objectives:
-            raise UnknownNameError(f"objective in --pick {pick} (the study's objectives)", arg, objectives)
+            raise UnknownNameError("--pick objective", arg, objectives)
         scored = [t for t in pool if math.isfinite(objective_values(t, objectives)[name])]
         sign = 1.0 if direction(name) == "minimize" else -1.0
         return min(scored, key=lambda t: (sign * objective_values(t, objectives)[name], t.number))

@@ -147,3 +147,31 @@ def test_a_single_objective_study_is_not_resumed_as_a_multi_objective_one(
     assert str(err.value) == (f"{tmp_path / 'multi'} holds a study with one objective, not objectives "
                               "val_accuracy,size_mb; rerun with no --objectives to resume it, or pass --study "
                               "NEW_NAME for a new study")
+
+
+def test_mlflow_and_the_best_trial_readers_take_the_quality_value_of_a_multi_objective_study(
+    fake_train: Any, tiny_dataset: Path, sized_space: Path, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tuning.tracking import Tracked
+    from tuning.tracking.mlflow_tracker import MlflowTracker
+    from tuning.trials import best_first, best_trial, quality
+
+    config = resolve_config(_request(tiny_dataset, sized_space, tmp_path, trials=3), settings=FLOAT32)
+    space = SearchSpace.from_dict(config.space)
+    folder = tmp_path / "multi"
+    write_config(folder, config)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracked = Tracked(lambda e: None, [("mlflow", MlflowTracker(folder, uri=uri))])
+    tracked({"event": "study", "folder": str(folder), "config": config, "space": space})
+    study = run_engine(config, space, TrialData.for_space(tiny_dataset, space, seed=0), folder, on_event=tracked)
+    tracked.close(None)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(config.name).experiment_id])
+    logged = {int(r.data.tags["tuning.trial"]): r.data.metrics["objective"]
+              for r in runs if "tuning.trial" in r.data.tags}
+    assert logged == pytest.approx({t.number: t.values[0] for t in study.trials})
+    best = best_trial(study, config.objective)
+    assert quality(best) == max(t.values[0] for t in study.trials)
+    assert [quality(t) for t in best_first(study.trials, config.objective)] == sorted(logged.values(), reverse=True)
