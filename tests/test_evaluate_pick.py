@@ -4,6 +4,7 @@ studies; and the Pareto front of ``tuning.trials`` that the report and the summa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -116,3 +117,14 @@ def test_a_single_objective_study_picks_by_trial_but_has_no_cost_to_be_smallest_
         pick_trial(single, config, "smallest-within:0.01")
     assert str(err.value) == ("--pick smallest-within:0.01: study 'pick' has no cost objective to be smallest by; it "
                               "was searched for one objective (search with --objectives QUALITY,size_mb)")
+
+
+def test_the_cli_refuses_a_malformed_pick_in_one_line_before_reading_the_study(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tuning.cli import cli
+
+    result = CliRunner().invoke(cli, ["retrain", "--study", str(tmp_path / "none"), "--pick", "smallest"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: --pick 'smallest': choose best, best:OBJECTIVE, trial:N, smallest-within:DELTA "
+                             "(e.g. best:size_mb, trial:3, smallest-within:0.01)\n")

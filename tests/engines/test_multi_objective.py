@@ -175,3 +175,36 @@ def test_mlflow_and_the_best_trial_readers_take_the_quality_value_of_a_multi_obj
     best = best_trial(study, config.objective)
     assert quality(best) == max(t.values[0] for t in study.trials)
     assert [quality(t) for t in best_first(study.trials, config.objective)] == sorted(logged.values(), reverse=True)
+
+
+def test_a_resumed_multi_objective_study_adds_trials_with_every_value(
+    fake_train: Any, tiny_dataset: Path, sized_space: Path, tmp_path: Path
+) -> None:
+    config = resolve_config(_request(tiny_dataset, sized_space, tmp_path, trials=2), settings=FLOAT32)
+    space = SearchSpace.from_dict(config.space)
+    folder = tmp_path / "multi"
+    write_config(folder, config)
+    data = TrialData.for_space(tiny_dataset, space, seed=0)
+    run_engine(config, space, data, folder, on_event=lambda e: None)
+    config.trials = 4
+    study = run_engine(config, space, data, folder, on_event=lambda e: None)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 and len(fake_train.calls) == 4
+    assert all(len(t.values) == 2 and t.user_attrs["costs"]["size_mb"] == t.values[1] for t in study.trials)
+
+
+def test_a_trial_whose_cost_cannot_be_measured_fails_with_the_reason_and_counts_toward_the_limit(
+    fake_train: Any, tiny_dataset: Path, sized_space: Path, tmp_path: Path
+) -> None:
+    config = resolve_config(_request(tiny_dataset, sized_space, tmp_path, trials=2), settings=FLOAT32)
+    space = SearchSpace.from_dict(config.space)
+    folder = tmp_path / "multi"
+    write_config(folder, config)
+    gone = tmp_path / "moved-away"  # the images went away after the search started: nothing to count classes on
+    with pytest.raises(StudyError) as err:
+        run_engine(config, space, TrialData.for_space(gone, space, seed=0), folder, on_event=lambda e: None)
+    assert str(err.value).startswith("3 trials failed (limit --max-failures 3)")
+    from tuning.engines.optuna_engine import load_study
+
+    trials = load_study(config).trials
+    assert [t.state.name for t in trials] == ["FAIL"] * 3 and all(t.values is None for t in trials)
+    assert all(t.user_attrs["fail_reason"].startswith(f"{gone}: no such dataset folder") for t in trials)
