@@ -17,7 +17,7 @@ from tuning.engines import run_engine
 from tuning.errors import StudyError, UnknownNameError
 from tuning.pipeline import SearchRequest, resolve_config
 from tuning.space import SearchSpace
-from tuning.study import write_config
+from tuning.study import StudyConfig, write_config
 from tuning.train import TrialData
 from tuning.trials import dominates, objective_values, pareto_front
 
@@ -42,17 +42,21 @@ def _request(data: Path, space: Path, runs: Path, **options: Any) -> SearchReque
                          **({"objectives": "accuracy,size_mb"} | options))
 
 
+def _study(data: Path, space: Path, runs: Path, **options: Any) -> tuple[StudyConfig, SearchSpace, Path]:
+    """A resolved multi-objective study (config written, as the search writes it before the first trial)."""
+    config = resolve_config(_request(data, space, runs, **options), settings=FLOAT32)
+    write_config(runs / "multi", config)
+    return config, SearchSpace.from_dict(config.space), runs / "multi"
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
 def test_a_two_objective_study_records_quality_and_size_per_trial_unpruned_and_its_front_is_optunas(
     fake_train: Any, tiny_dataset: Path, sized_space: Path, tmp_path: Path, sampler: str
 ) -> None:
-    request = _request(tiny_dataset, sized_space, tmp_path, sampler=sampler, trials=8, pruner="median")
-    config = resolve_config(request, settings=FLOAT32)
+    config, space_obj, folder = _study(tiny_dataset, sized_space, tmp_path, sampler=sampler, trials=8,
+                                       pruner="median")
     assert config.objectives == ["val_accuracy", "size_mb"] and config.objective == "val_accuracy"
     assert config.pruner == "none" and config.sampler == sampler
-    space_obj = SearchSpace.from_dict(config.space)
-    folder = tmp_path / "multi"
-    write_config(folder, config)
     study = run_engine(config, space_obj, TrialData.for_space(tiny_dataset, space_obj, seed=0), folder,
                        on_event=lambda e: None)
     trials = study.get_trials(deepcopy=False)
@@ -158,10 +162,7 @@ def test_mlflow_and_the_best_trial_readers_take_the_quality_value_of_a_multi_obj
     from tuning.tracking.mlflow_tracker import MlflowTracker
     from tuning.trials import best_first, best_trial, quality
 
-    config = resolve_config(_request(tiny_dataset, sized_space, tmp_path, trials=3), settings=FLOAT32)
-    space = SearchSpace.from_dict(config.space)
-    folder = tmp_path / "multi"
-    write_config(folder, config)
+    config, space, folder = _study(tiny_dataset, sized_space, tmp_path, trials=3)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracked = Tracked(lambda e: None, [("mlflow", MlflowTracker(folder, uri=uri))])
     tracked({"event": "study", "folder": str(folder), "config": config, "space": space})
@@ -180,10 +181,7 @@ def test_mlflow_and_the_best_trial_readers_take_the_quality_value_of_a_multi_obj
 def test_a_resumed_multi_objective_study_adds_trials_with_every_value(
     fake_train: Any, tiny_dataset: Path, sized_space: Path, tmp_path: Path
 ) -> None:
-    config = resolve_config(_request(tiny_dataset, sized_space, tmp_path, trials=2), settings=FLOAT32)
-    space = SearchSpace.from_dict(config.space)
-    folder = tmp_path / "multi"
-    write_config(folder, config)
+    config, space, folder = _study(tiny_dataset, sized_space, tmp_path, trials=2)
     data = TrialData.for_space(tiny_dataset, space, seed=0)
     run_engine(config, space, data, folder, on_event=lambda e: None)
     config.trials = 4
@@ -195,10 +193,7 @@ def test_a_resumed_multi_objective_study_adds_trials_with_every_value(
 def test_a_trial_whose_cost_cannot_be_measured_fails_with_the_reason_and_counts_toward_the_limit(
     fake_train: Any, tiny_dataset: Path, sized_space: Path, tmp_path: Path
 ) -> None:
-    config = resolve_config(_request(tiny_dataset, sized_space, tmp_path, trials=2), settings=FLOAT32)
-    space = SearchSpace.from_dict(config.space)
-    folder = tmp_path / "multi"
-    write_config(folder, config)
+    config, space, folder = _study(tiny_dataset, sized_space, tmp_path, trials=2)
     gone = tmp_path / "moved-away"  # the images went away after the search started: nothing to count classes on
     with pytest.raises(StudyError) as err:
         run_engine(config, space, TrialData.for_space(gone, space, seed=0), folder, on_event=lambda e: None)
