@@ -43,6 +43,8 @@ def test_a_multi_objective_search_reports_its_front_and_retrain_picks_from_it(
             "off (multi-objective)") in result.output
     assert "pruning is off (Optuna does not prune multi-objective studies)" in result.output
     assert re.search(r"Best trial #\d+: validation accuracy [\d.]+, size_mb [\d.]+, latency_ms [\d.]+", result.output)
+    per_trial = r"  trial +\d complete +val_acc [\d.]+ size_mb [\d.]+ latency_ms [\d.]+ best"  # costs on each line
+    assert len(re.findall(per_trial, result.output)) == 4
     directions = ["maximize", "minimize", "minimize"]
     values = {t.number: list(objective_values(t, config.objectives).values()) for t in study.trials}
     for t in front:

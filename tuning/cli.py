@@ -484,8 +484,9 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
             best = f"{state['best']:.3f}" if state["best"] is not None else "  -  "  # none complete yet
             short = SHORT_OBJECTIVES.get(state["objective"], state["objective"])
+            costs = "".join(f" {k} {v:.3g}" for k, v in (event.get("costs") or {}).items())  # --objectives
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
-                       f"{short} {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
+                       f"{short} {value:.3f}{costs} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
         elif kind == "note":  # an engine explains why the study holds fewer or other trials than asked
             click.echo(event["message"])

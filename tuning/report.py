@@ -9,6 +9,7 @@ import base64
 import csv
 import html
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -365,11 +366,14 @@ def _importances(study: Any) -> tuple[dict[str, float], str]:
         return sign * _nan(trials_rule.quality(trial))
 
     target = quality if len(study.directions) > 1 else None
-    try:
-        return dict(optuna.importance.get_param_importances(study, target=target)), "fANOVA"
-    except ImportError:  # an evaluator that needs scikit-learn; PED-ANOVA does not
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)), "PED-ANOVA"
+    with warnings.catch_warnings():  # PED-ANOVA warns that a target is minimised: ours is, by the sign above
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes the importances")
+        try:
+            return dict(optuna.importance.get_param_importances(study, target=target)), "fANOVA"
+        except ImportError:  # an evaluator that needs scikit-learn; PED-ANOVA does not
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            return (dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)),
+                    "PED-ANOVA")
 
 
 def _wall_seconds(trials: list[Any]) -> float:

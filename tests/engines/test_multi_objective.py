@@ -5,6 +5,7 @@ The real end-to-end run (train, report with its Pareto front, retrain --pick) is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ def test_a_two_objective_study_records_quality_and_size_per_trial_unpruned_and_i
         quality, size = t.values
         assert quality == pytest.approx(fake_train.score(t.params))  # the best epoch's val_accuracy, as before
         assert t.user_attrs["costs"] == {"size_mb": size}
+        history = json.loads((folder / "trials" / str(t.number) / "history.json").read_text())
+        assert history["status"] == "complete" and history["costs"] == {"size_mb": size}
         assert t.intermediate_values == {}  # nothing reported: Optuna cannot prune a multi-objective study
         sizes.setdefault(t.params["dense_units"], set()).add(size)
     assert all(len(v) == 1 for v in sizes.values())  # the size is the architecture's, whatever the learning rate
@@ -170,9 +173,10 @@ def test_mlflow_and_the_best_trial_readers_take_the_quality_value_of_a_multi_obj
     tracked.close(None)
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name(config.name).experiment_id])
-    logged = {int(r.data.tags["tuning.trial"]): r.data.metrics["objective"]
-              for r in runs if "tuning.trial" in r.data.tags}
+    children = {int(r.data.tags["tuning.trial"]): r.data.metrics for r in runs if "tuning.trial" in r.data.tags}
+    logged = {n: metrics["objective"] for n, metrics in children.items()}
     assert logged == pytest.approx({t.number: t.values[0] for t in study.trials})
+    assert {n: metrics["size_mb"] for n, metrics in children.items()} == {t.number: t.values[1] for t in study.trials}
     best = best_trial(study, config.objective)
     assert quality(best) == max(t.values[0] for t in study.trials)
     assert [quality(t) for t in best_first(study.trials, config.objective)] == sorted(logged.values(), reverse=True)
@@ -203,3 +207,5 @@ def test_a_trial_whose_cost_cannot_be_measured_fails_with_the_reason_and_counts_
     trials = load_study(config).trials
     assert [t.state.name for t in trials] == ["FAIL"] * 3 and all(t.values is None for t in trials)
     assert all(t.user_attrs["fail_reason"].startswith(f"{gone}: no such dataset folder") for t in trials)
+    history = json.loads((folder / "trials" / "0" / "history.json").read_text())
+    assert history["status"] == "failed" and history["reason"] == trials[0].user_attrs["fail_reason"]

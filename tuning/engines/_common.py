@@ -40,6 +40,7 @@ class Outcome:
     seconds: float = 0.0
     epochs: int = 0
     history: dict[str, list[float]] | None = None
+    costs: dict[str, float] | None = None  # --objectives: the model's cost objectives (tuning.costs)
 
 
 def worker_id() -> dict[str, Any]:
@@ -83,15 +84,31 @@ class TrialRunner:
             seconds=sum(r.seconds for r in results), epochs=sum(r.epochs for r in results),
             history=results[0].history,
         )
+        if self.config.objectives and outcome.status == "complete":
+            self._measure_costs(outcome, params)
         _io.write_json(self.trials_dir / str(key) / "history.json", {
             "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
             "reason": outcome.reason, "seconds": outcome.seconds, "precision": results[0].precision,
             "history": results[0].history, "repeats": [r.history for r in results[1:]], "values": values,
-            "folds": self.config.cv,
+            "folds": self.config.cv, **({"costs": outcome.costs} if outcome.costs else {}),
         })
-        self.on_event(TrialEndEvent(event="trial_end", number=key, status=outcome.status, value=outcome.value,
-                                    reason=outcome.reason, seconds=outcome.seconds, pid=os.getpid(), rss_mb=rss_mb()))
+        end = TrialEndEvent(event="trial_end", number=key, status=outcome.status, value=outcome.value,
+                            reason=outcome.reason, seconds=outcome.seconds, pid=os.getpid(), rss_mb=rss_mb())
+        if outcome.costs:
+            end["costs"] = outcome.costs
+        self.on_event(end)
         return outcome
+
+    def _measure_costs(self, outcome: Outcome, params: Mapping[str, Any]) -> None:
+        """The cost objectives of a complete trial, measured once on its rebuilt network; a trial whose costs
+        cannot be measured fails with the reason, as a training failure does."""
+        from tuning.costs import measure_costs
+
+        try:
+            n_classes = len(self.data.arrays(int(params["image_size"])).classes)
+            outcome.costs = measure_costs(self.config.objectives[1:], self.config.model, params, n_classes=n_classes)
+        except ToolkitError as exc:
+            outcome.status, outcome.reason = "failed", str(exc)
 
 
 def record_attrs(trial: Any, outcome: Outcome) -> None:
@@ -103,6 +120,8 @@ def record_attrs(trial: Any, outcome: Outcome) -> None:
         trial.set_user_attr("spread", outcome.spread)
     if outcome.reason:
         trial.set_user_attr("fail_reason", outcome.reason)
+    if outcome.costs:
+        trial.set_user_attr("costs", outcome.costs)
 
 
 def fail_dead_workers(study: Any) -> list[int]:
@@ -246,28 +265,10 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
             raise optuna.TrialPruned()
         if outcome.status != "complete":
             return no_value
-        if not config.objectives:
-            return outcome.value
-        return [outcome.value, *trial_costs(trial, runner, params).values()]
+        return [outcome.value, *(outcome.costs or {}).values()] if config.objectives else outcome.value
 
     study.optimize(objective, n_trials=1, catch=())
     return result[0] if result else None
-
-
-def trial_costs(trial: Any, runner: TrialRunner, params: Mapping[str, Any]) -> dict[str, float]:
-    """The cost objectives of a complete trial (``tuning.costs``), kept with it as the ``costs`` attribute;
-    NaN each, with the reason as ``fail_reason``, when they cannot be measured (Optuna then fails the trial)."""
-    from tuning.costs import measure_costs
-
-    names = runner.config.objectives[1:]
-    try:
-        n_classes = len(runner.data.arrays(int(params["image_size"])).classes)
-        costs = measure_costs(names, runner.config.model, params, n_classes=n_classes)
-    except ToolkitError as exc:
-        trial.set_user_attr("fail_reason", str(exc))
-        return dict.fromkeys(names, math.nan)
-    trial.set_user_attr("costs", costs)
-    return costs
 
 
 def wait_for_others(study: Any) -> None:
