@@ -499,8 +499,11 @@ def search_settings_blocks(ctx: ReportContext) -> list[Block]:
 def best_trial_blocks(ctx: ReportContext) -> list[Block]:
     """The best trial by the study's objective and the parameters retrained for the test."""
     best = ctx.best
+    retrained = ctx.metrics.get("trial")
+    other = (f" The final model is trial #{retrained} instead (tuning retrain --pick "
+             f"{ctx.metrics.get('pick')})." if best and retrained is not None and retrained != best.number else "")
     return [
-        Block("p", f"Best trial #{best.number}: {ctx.config.objective} {_nan(trials_rule.quality(best)):.4g}."
+        Block("p", f"Best trial #{best.number}: {ctx.config.objective} {_nan(trials_rule.quality(best)):.4g}.{other}"
               if best else
               "No trial completed."),
         Block("table", header=["parameter", "value (retrained for the test)"],
