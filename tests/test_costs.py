@@ -41,3 +41,26 @@ def test_an_unknown_cost_lists_the_known_ones(params: dict[str, object]) -> None
         measure_costs(["flops"], "alexnet", params, n_classes=3)
     assert str(err.value) == "unknown cost objective 'flops'; known: latency_ms, size_mb"
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_latency_is_measured_under_every_keras_backend(tiny_space: Callable[[str], Path], backend: str) -> None:
+    """JAX exports the TensorFlow graph TFLite converts; PyTorch cannot without torch_xla, so it goes through
+    ONNX. A fresh interpreter per backend: Keras picks its backend once, at import."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from tuning.costs import measure_costs; from tuning.space import load_space; "
+            "import keras; params = dict(load_space(sys.argv[1]).base); "
+            "print(json.dumps([keras.backend.backend(), measure_costs(['latency_ms'], 'alexnet', params, "
+            "n_classes=3)]))")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_space("alexnet"))], capture_output=True, text=True,
+                          env=env, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    used, costs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert used == backend and 0 < costs["latency_ms"] < 1000

@@ -564,8 +564,8 @@ def _summary(outcome: Any) -> None:
 @click.option("--objectives", default=None, metavar="QUALITY,COST[,COST]",
               help="Search several objectives at once (optuna engine, sampler tpe or nsga2): the quality objective "
                    "first (as --objective), then the model's costs, size_mb (parameters x 4 bytes) and/or "
-                   "latency_ms (TFLite, batch 1, this CPU), e.g. balanced_accuracy,size_mb. The report draws the "
-                   "Pareto front; no pruning; a resumed study keeps its own.")
+                   "latency_ms (TFLite or ONNX, batch 1, this CPU), e.g. balanced_accuracy,size_mb. The report "
+                   "draws the Pareto front; no pruning; a resumed study keeps its own.")
 @click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
               help="Score each configuration by K-fold cross-validation over train+val (stratified, groups kept "
                    "whole): the mean of K trainings; pruning watches fold 1. The test split is untouched.")

@@ -7,7 +7,8 @@ on the values of its weights. Both are minimised.
 - ``size_mb``: parameter count x 4 bytes (float32), in MB of 10^6 bytes. The exported ``.tflite`` file is
   this plus a few kB of graph; the count is exact, costs no conversion and is the same on every machine.
 - ``latency_ms``: the median wall time of one image (batch 1, ``image_size`` square, one thread) through the
-  network converted to TFLite, on this machine's CPU, after warm-up runs. It excludes the resize the shipped
+  network converted to TFLite (under the PyTorch backend: exported to ONNX, run by onnxruntime), on this
+  machine's CPU, after warm-up runs. It excludes the resize the shipped
   model does in front of the network (the same for every trial of a study) and, being measured, varies a few
   per cent between runs and with other load on the machine.
 """
@@ -52,28 +53,59 @@ def size_mb(network: Any) -> float:
 
 
 def latency_ms(network: Any, image_size: int, *, runs: int = LATENCY_RUNS) -> float:
-    """Median milliseconds per image at batch 1 through the TFLite conversion of ``network``, one thread."""
+    """Median milliseconds per image at batch 1, one thread, through the network's TFLite conversion (TensorFlow
+    and JAX backends) or, under PyTorch, its ONNX export in onnxruntime (Keras exports a TensorFlow graph from
+    PyTorch only through torch_xla)."""
+    import keras
     import numpy as np
-    import tensorflow as tf
 
+    image = np.random.default_rng(0).uniform(0, 255, (1, image_size, image_size, 3)).astype(np.float32)
+    signature = [keras.InputSpec(shape=image.shape, dtype="float32")]  # batch 1, fixed
     with tempfile.TemporaryDirectory(prefix="tuning-latency-") as work, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        saved = Path(work) / "savedmodel"
-        network.export(saved, format="tf_saved_model", verbose=False)
-        content = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
-        interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, image_size, image_size, 3])
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    image = np.random.default_rng(0).uniform(0, 255, (1, image_size, image_size, 3)).astype(np.float32)
+        run = (_onnx_runner if keras.backend.backend() == "torch" else _tflite_runner)(network, signature, Path(work))
     times = []
     for i in range(WARMUP_RUNS + runs):
         start = time.perf_counter()
-        interpreter.set_tensor(index, image)
-        interpreter.invoke()
+        run(image)
         if i >= WARMUP_RUNS:
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+def _tflite_runner(network: Any, signature: list[Any], work: Path) -> Callable[[Any], Any]:
+    import tensorflow as tf
+
+    from tuning.runtime import _stderr_hidden
+
+    network.export(work / "savedmodel", format="tf_saved_model", verbose=False, input_signature=signature)
+    content = tf.lite.TFLiteConverter.from_saved_model(str(work / "savedmodel")).convert()
+    with _stderr_hidden():  # TFLite's C++ notice that it uses its XNNPACK CPU delegate, once per process
+        interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
+        interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+
+    def run(image: Any) -> None:
+        interpreter.set_tensor(index, image)
+        interpreter.invoke()
+
+    return run
+
+
+def _onnx_runner(network: Any, signature: list[Any], work: Path) -> Callable[[Any], Any]:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ToolkitError("latency_ms under the PyTorch backend needs onnxruntime (pip install onnxruntime, the "
+                           "project's 'onnx' extra)")
+    import onnxruntime
+
+    network.export(work / "model.onnx", format="onnx", verbose=False, input_signature=signature)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(work / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda image: session.run(None, {name: image})
 
 
 MEASURES: dict[str, Callable[[Any, int], float]] = {

@@ -603,7 +603,8 @@ def pareto_blocks(ctx: ReportContext) -> list[Block]:
                          f"{shown}. Pruning is off: Optuna does not prune multi-objective studies."),
               Block("note", "Costs are measured once per complete trial on its network as shipped (float32, "
                             "no augmentation): size_mb = parameters x 4 bytes; latency_ms = median time of one "
-                            "image through its TFLite conversion on the search machine's CPU, one thread.")]
+                            "image through its TFLite conversion (ONNX under PyTorch) on the search machine's CPU, "
+                            "one thread.")]
     if not front:
         return blocks
     blocks.append(_figure(partial(plot_pareto, ctx.complete, front, objectives, ctx.out / "pareto.png"),
