@@ -740,7 +740,8 @@ def dashboard(study: str, host: str, port: int) -> None:
                    "within DELTA of the best quality, e.g. 0.01 = one point of accuracy).")
 @handle_errors
 def retrain(study: str, fit_on: str, seeds: int, pick: str) -> None:
-    """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
+    """Retrain the study's best configuration (or the one --pick names) from scratch, test it once, rebuild report
+    and export."""
     from tuning.evaluate import parse_pick
 
     parse_pick(pick)  # a typo fails before TensorFlow's start-up
