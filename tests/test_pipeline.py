@@ -223,8 +223,8 @@ def test_resolve_config_is_what_the_search_wrote_and_writes_nothing(
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
-    ("--sampler", "tpee", "unknown --sampler for the optuna engine 'tpee'; known: auto, cmaes, gp, grid, random, "
-                          "tpe"),
+    ("--sampler", "tpee", "unknown --sampler for the optuna engine 'tpee'; known: auto, cmaes, gp, grid, nsga2, "
+                          "random, tpe"),
     ("--pruner", "early", "unknown --pruner 'early'; known: hyperband, median, none, sha"),
     ("--engine", "ray", "unknown engine 'ray'; known: kerastuner, optuna, staged"),
 ])

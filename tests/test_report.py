@@ -162,10 +162,14 @@ def test_a_val_loss_study_names_its_lowest_trial_and_counts_like_the_summary(stu
 
     ctx = load_context(folder)
     assert ctx.best.number == 1 and ctx.surplus == 1 and [t.number for t in ctx.complete] == [0, 1, 2]
-    assert best_trial_blocks(ctx)[0].text == "Best trial #1: val_loss 0.5."
-    assert [heading for heading, _ in SECTIONS] == ["Result", "Ensemble", "Dataset", "Search", "Search figures",
+    # the copied study's final model was retrained from the original storage's best (#0): said, not hidden
+    assert best_trial_blocks(ctx)[0].text == ("Best trial #1: val_loss 0.5. The final model is trial #0, the best "
+                                              "when it was retrained: 'tuning retrain' would test #1 now.")
+    assert [heading for heading, _ in SECTIONS] == ["Result", "Ensemble", "Dataset", "Search", "Pareto front",
+                                                    "Search figures",
                                                     "Test results", "Appendix: final model structure"]
     page = build_report(folder).read_text()
+    assert "<h2>Search</h2>" in page and "<h2>Pareto front</h2>" not in page  # one objective: no front, no heading
     assert "<td>3 complete, 1 pruned, 1 failed</td>" in page and "1 surplus trial(s) left out" in page
     assert "Best trial #1: curves" in page
     table = page.split("Trials, best first (val_loss):")[1].split("</table>")[0]

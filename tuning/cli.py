@@ -469,6 +469,9 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
                 click.echo("Every split scheme is scored on the same validation images (the share all of them have)")
             click.echo(f"Objective: {config.objective}" + (f" ({event['objective_note']})"
                                                             if event.get("objective_note") else ""))
+            if config.objectives:
+                click.echo(f"Costs: {', '.join(config.objectives[1:])}, measured once per complete trial; "
+                           "pruning is off (Optuna does not prune multi-objective studies)")
             state["searched"] = event["space"].search
             click.echo(f"Searching: {', '.join(state['searched']) or '(nothing: base values only)'}")
         elif kind == "trial_start":
@@ -489,8 +492,9 @@ def _progress_printer() -> Callable[[Mapping[str, Any]], None]:
             shown = ", ".join(f"{k}={_short(v)}" for k, v in state["params"].items() if k in state["searched"])
             best = f"{state['best']:.3f}" if state["best"] is not None else "  -  "  # none complete yet
             short = SHORT_OBJECTIVES.get(state["objective"], state["objective"])
+            costs = "".join(f" {k} {v:.3g}" for k, v in (event.get("costs") or {}).items())  # --objectives
             click.echo(("\r" if tty else "") + f"  trial {event['number']:>3} {event['status']:<8} "
-                       f"{short} {value:.3f} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
+                       f"{short} {value:.3f}{costs} best {best} {event['seconds']:5.1f}s ETA {eta:4.0f}s  "
                        f"{shown}" + (f"  ({event['reason']})" if event["reason"] else ""))
         elif kind == "note":  # an engine explains why the study holds fewer or other trials than asked
             click.echo(event["message"])
@@ -526,10 +530,15 @@ def _summary(outcome: Any) -> None:
         click.echo(f"Reduced CPU budget '{outcome.config.budget}': {describe_reduced(outcome.reduced)} "
                    f"(the study's own settings: --budget full)")
     click.echo(f"Trials: {counts}")
+    if outcome.config.objectives:
+        click.echo(f"Pareto front: {len(outcome.front)} trial(s) ({', '.join(f'#{n}' for n in outcome.front)}) over "
+                   f"{', '.join(outcome.config.objectives)}; pruning was off (multi-objective). The best by "
+                   "quality is retrained; 'tuning retrain --pick' chooses another (see the report's front)")
     if outcome.pruned_at:
         click.echo(describe_pruned(outcome.pruned_at, sum(outcome.counts.values()), outcome.config.epochs))
     objective = outcome.config.objective.replace("val_", "validation ").replace("_", " ")
-    click.echo(f"Best trial #{outcome.best_number}: {objective} {outcome.best_value:.3f}")
+    costs = "".join(f", {k} {v:.3g}" for k, v in outcome.best_costs.items())
+    click.echo(f"Best trial #{outcome.best_number}: {objective} {outcome.best_value:.3f}{costs}")
     for key, value in outcome.best_params.items():
         click.echo(f"  {key:<14} {_short(value)}")
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={m['n']}), "
@@ -553,12 +562,18 @@ def _summary(outcome: Any) -> None:
 @click.option("--engine", default="optuna", show_default=True, help="optuna, kerastuner or staged (the study's "
               "one-factor-at-a-time procedure).")
 @click.option("--sampler", default="auto", show_default=True,
-              help="optuna: tpe (auto), gp, cmaes, random, grid; kerastuner: bayesian (auto), random, hyperband.")
+              help="optuna: tpe (auto), gp, cmaes, nsga2, random, grid; kerastuner: bayesian (auto), random, "
+                   "hyperband.")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none (optuna).")
 @click.option("--objective", default="auto", show_default=True,
               help="What trials are ranked by on the validation split: balanced_accuracy (mean per-class recall), "
                    "macro_f1, val_accuracy or val_loss; auto: balanced_accuracy when the dataset is prepared with "
                    "class weights (unequal classes), val_accuracy otherwise (a resumed study keeps its own).")
+@click.option("--objectives", default=None, metavar="QUALITY,COST[,COST]",
+              help="Search several objectives at once (optuna engine, sampler tpe or nsga2): the quality objective "
+                   "first (as --objective), then the model's costs, size_mb (parameters x 4 bytes) and/or "
+                   "latency_ms (TFLite or ONNX, batch 1, this CPU), e.g. balanced_accuracy,size_mb. The report "
+                   "draws the Pareto front; no pruning; a resumed study keeps its own.")
 @click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
               help="Score each configuration by K-fold cross-validation over train+val (stratified, groups kept "
                    "whole): the mean of K trainings; pruning watches fold 1. The test split is untouched.")
@@ -739,12 +754,21 @@ def dashboard(study: str, host: str, port: int) -> None:
                    "final/ensemble/, beside the single model).")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
               help="flip: average each image's probabilities with its mirror's (one model or the ensemble).")
+@click.option("--pick", default="best", show_default=True, metavar="RULE",
+              help="Which trial to retrain: best (by the quality objective), best:OBJECTIVE (e.g. best:size_mb), "
+                   "trial:N, or smallest-within:DELTA (the cheapest model by the first cost objective among those "
+                   "within DELTA of the best quality, e.g. 0.01 = one point of accuracy).")
 @weights_option
 @handle_errors
-def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, weights: str | None) -> None:
-    """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
+def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, pick: str, weights: str | None) -> None:
+    """Retrain the study's best configuration (or the one --pick names; or the --ensemble K best) from scratch,
+    test it once, rebuild report and export."""
+    from tuning.evaluate import parse_pick
+
+    parse_pick(pick)  # a typo fails before TensorFlow's start-up
     runtime.load_tensorflow()
-    from tuning.evaluate import retrain_study
+    from tuning.engines.optuna_engine import load_study
+    from tuning.evaluate import pick_trial, retrain_study
     from tuning.export import export_study
     from tuning.pipeline import study_folder
     from tuning.report import build_report
@@ -752,20 +776,22 @@ def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, weight
 
     _quiet_libraries()
     folder = study_folder(study)
-    read_config(folder)  # a missing study fails before the progress line
+    config = read_config(folder)  # a missing study or a bad --pick fails before the progress line
     if ensemble > 1 or tta != "none":
         from tuning.evaluate import retrain_members
 
         trials = ", ".join(f"#{m.trial}" for m in retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds,
-                                                                  fit_on=fit_on, weights=weights))
+                                                                  fit_on=fit_on, weights=weights, pick=pick))
         click.echo(f"Retraining {folder}: trial(s) {trials} on {fit_on}, test-time augmentation {tta}, then one "
                    "test evaluation...")
         _ensemble_summary(retrain_study(folder, fit_on=fit_on, ensemble=ensemble, tta=tta, weights=weights))
         click.echo(f"Report: {build_report(folder)}")
         click.echo(f"Model:  {export_study(folder).model}")
         return
-    click.echo(f"Retraining {folder} on {fit_on} with {seeds} seed(s), then one test evaluation each...")
-    m = retrain_study(folder, fit_on=fit_on, seeds=seeds, weights=weights)
+    chosen = pick_trial(load_study(config), config, pick)
+    click.echo(f"Retraining {folder} (trial #{chosen.number}, --pick {pick}) on {fit_on} with {seeds} seed(s), "
+               "then one test evaluation each...")
+    m = retrain_study(folder, fit_on=fit_on, seeds=seeds, pick=pick, weights=weights)
     low, high = m["accuracy_ci95"]
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
                f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")

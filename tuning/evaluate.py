@@ -31,8 +31,17 @@ from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
 from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+from tuning.trials import (
+    best_first,
+    completed,
+    direction,
+    objective_values,
+    quality,
+    real_trials,
+    state_name,
+    top_trials,
+)
 from tuning.trials import best_trial as _best_trial
-from tuning.trials import direction, top_trials
 
 #: What the final model may be fitted on; the test split is never among them.
 FIT_ON = ("train", "train+val")
@@ -108,9 +117,79 @@ def best_trial(study: Any, objective: str) -> Any:
     return best
 
 
+#: ``tuning retrain --pick``: which trial's configuration is retrained (see ``pick_trial``).
+PICKS = ("best", "best:OBJECTIVE", "trial:N", "smallest-within:DELTA")
+
+
+def parse_pick(pick: str) -> tuple[str, str]:
+    """``--pick`` as (rule, argument), checked for its form only (the study checks the rest)."""
+    rule, _, arg = pick.partition(":")
+    ok = {"best": True, "trial": arg.isdigit(), "smallest-within": _is_number(arg)}.get(rule, False)
+    if not ok or (rule != "best" and not arg) or (rule == "best" and pick.endswith(":")):
+        raise StudyError(f"--pick '{pick}': choose {', '.join(PICKS)} (e.g. best:size_mb, trial:3, "
+                         "smallest-within:0.01)")
+    return rule, arg
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) >= 0
+    except ValueError:
+        return False
+
+
+def pick_trial(study: Any, config: StudyConfig, pick: str = "best") -> Any:
+    """The trial ``tuning retrain --pick`` names; an error that says why when it names none that finished.
+
+    - ``best``: the best by the quality objective (a multi-objective study's first), as the summary names it;
+    - ``best:OBJECTIVE``: the best by one of the study's objectives (``best:size_mb``: the smallest model);
+    - ``trial:N``: trial number N, which must be complete;
+    - ``smallest-within:DELTA``: for the phone, the cheapest model (by the study's first cost objective: the
+      smallest under ``size_mb``, the fastest under ``latency_ms``) among the complete trials whose quality is
+      within DELTA of the best (absolute, in the objective's units: 0.01 is one point of accuracy); ties go
+      to the better quality, then the lower trial number.
+    """
+    rule, arg = parse_pick(pick)
+    objectives = config.objectives or [config.objective]
+    if rule == "best" and not arg:
+        return best_trial(study, config.objective)
+    if rule == "trial":
+        trials = {t.number: t for t in real_trials(study)}
+        if int(arg) not in trials:
+            shown = f"trials {min(trials)}-{max(trials)}" if trials else "no trials"
+            raise StudyError(f"--pick {pick}: study '{config.name}' has no trial #{arg} ({shown})")
+        chosen = trials[int(arg)]
+        if not completed([chosen]):
+            raise StudyError(f"--pick {pick}: trial #{arg} is {state_name(chosen)}, not complete, so it has no "
+                             "result to retrain; pick a complete one ('tuning report' lists them)")
+        return chosen
+    pool = completed(study)
+    if not pool:
+        raise StudyError(f"study '{config.name}': no trial completed, so there is nothing to retrain")
+    if rule == "best":
+        name = arg if arg in objectives else f"val_{arg}"  # the short names --objective takes: val_ + name
+        if name not in objectives:
+            raise UnknownNameError("--pick objective", arg, objectives)
+        scored = [t for t in pool if math.isfinite(objective_values(t, objectives)[name])]
+        sign = 1.0 if direction(name) == "minimize" else -1.0
+        return min(scored, key=lambda t: (sign * objective_values(t, objectives)[name], t.number))
+    if len(objectives) < 2:
+        raise StudyError(f"--pick {pick}: study '{config.name}' has no cost objective to be smallest by; it was "
+                         "searched for one objective (search with --objectives QUALITY,size_mb)")
+    cost, delta = objectives[1], float(arg)
+    top = quality(best_first(pool, config.objective)[0])
+    assert top is not None  # completed trials have a finite quality
+    sign = 1.0 if direction(config.objective) == "minimize" else -1.0
+    close = [t for t in pool if sign * (float(quality(t) or 0.0) - top) <= delta
+             and math.isfinite(objective_values(t, objectives)[cost])]
+    return min(close, key=lambda t: (objective_values(t, objectives)[cost], sign * float(quality(t) or 0.0),
+                                     t.number))
+
+
 def retrain_and_test(
     config: StudyConfig, space: SearchSpace, data: TrialData, params: Mapping[str, Any], folder: Path,
     *, fit_on: str = "train", seeds: int = 1, epochs: int | None = None, hooks: list[EpochHook] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``params`` from scratch with ``seeds`` seeds, test each once, keep the first seed's model.
 
@@ -118,7 +197,8 @@ def retrain_and_test(
     ``val_loss`` under ``--objective val_loss``); ``"train+val"`` has no validation set,
     so it trains for ``epochs`` (the best trial's best epoch count) and keeps the last weights. Several seeds
     show how much the test accuracy owes to the seed; the shipped model is always seed ``config.seed``.
-    Writes ``final/model.keras``, ``metrics.json``, ``architecture.json`` and ``predictions.csv``.
+    Writes ``final/model.keras``, ``metrics.json``, ``architecture.json`` and ``predictions.csv``; ``extra``
+    goes into ``metrics.json`` as it is (which trial was retrained, and why).
     """
     if fit_on not in FIT_ON:
         raise UnknownNameError("--fit-on value", fit_on, FIT_ON)
@@ -165,6 +245,7 @@ def retrain_and_test(
         _io.write_json(final / "architecture.json", layer_table(result.model))
         _io.write_text(final / "predictions.csv", _predictions_csv(ids, y, pred, probs, data.classes))
     metrics["seeds"] = seed_summary(accuracies)
+    metrics |= dict(extra or {})
     _io.write_json(final / "metrics.json", metrics)
     return metrics
 
@@ -339,10 +420,11 @@ def shipped_model(folder: Path) -> str:
 
 
 def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds: int = 1,
-                    fit_on: str = "train", weights: str | None = None) -> list[Member]:
+                    fit_on: str = "train", weights: str | None = None, pick: str = "best") -> list[Member]:
     """The configurations ``tuning retrain`` trains, checked before anything trains: the best trial, or with
-    ``ensemble`` > 1 or ``tta="flip"`` the ``ensemble`` best distinct trials (``tuning.trials.top_trials``).
-    ``weights`` (``--weights``) points a pretrained backbone at its file on this machine; it is checked here."""
+    ``ensemble`` > 1 or ``tta="flip"`` the ``ensemble`` best distinct trials (``tuning.trials.top_trials``);
+    ``pick`` (``--pick``) names another single trial. ``weights`` (``--weights``) points a pretrained backbone
+    at its file on this machine; it is checked here."""
     from tuning.engines.optuna_engine import load_study
     from tuning.models.backbones import check_study_weights
 
@@ -361,7 +443,10 @@ def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds
         space = space.with_weights(weights)
     check_study_weights(config.model, space)
     study = load_study(config)
-    picked = top_trials(study, ensemble, config.objective) if combined else [best_trial(study, config.objective)]
+    if combined and pick != "best":
+        raise StudyError(f"--pick {pick} chooses one trial, and --ensemble/--tta retrain the K best by the quality "
+                         "objective: leave --pick out, or retrain the picked trial alone")
+    picked = top_trials(study, ensemble, config.objective) if combined else [pick_trial(study, config, pick)]
     if len(picked) < ensemble:
         raise StudyError(f"--ensemble {ensemble} asks for {ensemble} distinct finished trials, but study "
                          f"'{config.name}' has {len(picked)} (complete ones only: a pruned trial's value is not "
@@ -374,13 +459,17 @@ def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds
             if epochs == 0:
                 raise StudyError(f"{folder}: trial #{trial.number} recorded no validation history, so the epoch "
                                  "count for --fit-on train+val is unknown; use --fit-on train")
-        members.append(Member(trial.number, float(trial.value), dict(space.resolve(trial.params)), epochs))
+        value = quality(trial)
+        members.append(Member(trial.number, math.nan if value is None else value, dict(space.resolve(trial.params)),
+                              epochs))
     return members
 
 
 def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemble: int = 1, tta: str = "none",
-                  hooks: list[EpochHook] | None = None, weights: str | None = None) -> dict[str, Any]:
-    """``tuning retrain``: the finished study's best trial retrained and tested again, from its folder alone.
+                  hooks: list[EpochHook] | None = None, weights: str | None = None,
+                  pick: str = "best") -> dict[str, Any]:
+    """``tuning retrain``: the finished study's best trial (or the one ``pick`` names, see ``pick_trial``)
+    retrained and tested again, from its folder alone.
 
     With ``ensemble`` > 1 or ``tta="flip"`` the members of ``retrain_members`` go to ``retrain_ensemble``
     instead, and its metrics come back.
@@ -388,7 +477,8 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemb
     from tuning import runtime
 
     folder = Path(folder)
-    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on, weights=weights)
+    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on, weights=weights,
+                              pick=pick)
     config = read_config(folder)
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
     if weights is not None:
@@ -398,7 +488,8 @@ def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemb
         if ensemble > 1 or tta != "none":
             return retrain_ensemble(config, space, data, members, folder, fit_on=fit_on, tta=tta, hooks=hooks)
         return retrain_and_test(config, space, data, members[0].params, folder, fit_on=fit_on,
-                                seeds=seeds, epochs=members[0].epochs, hooks=hooks)
+                                seeds=seeds, epochs=members[0].epochs, hooks=hooks,
+                                extra={"trial": members[0].trial, "pick": pick})
 
 
 def _predictions_csv(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, probs: np.ndarray,

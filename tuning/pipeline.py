@@ -42,6 +42,9 @@ class SearchRequest:
     sampler: str = "auto"
     pruner: str = "median"
     objective: str = "auto"
+    #: ``--objectives QUALITY,COST...`` (e.g. ``balanced_accuracy,size_mb``): a multi-objective study; None:
+    #: one objective (a resumed study keeps its own).
+    objectives: str | None = None
     repeats: int = 1
     cv: int = 1
     workers: int = 1
@@ -88,6 +91,26 @@ def objective_name(requested: str) -> str:
     if name not in (*OBJECTIVES, "auto"):
         raise UnknownNameError("--objective", requested, ("auto", *OBJECTIVES, *OBJECTIVE_ALIASES))
     return name
+
+
+def parse_objectives(text: str) -> list[str]:
+    """``--objectives``: the quality objective first (as ``--objective`` takes it, ``auto`` too), then one or
+    more costs of the trial's model (``tuning.costs``), each once."""
+    from tuning.costs import check_costs
+    from tuning.trials import COST_OBJECTIVES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2:
+        raise StudyError(f"--objectives '{text}': name the quality objective and at least one cost, e.g. "
+                         f"--objectives balanced_accuracy,size_mb (costs: {', '.join(COST_OBJECTIVES)})")
+    if names[0] in COST_OBJECTIVES:
+        raise StudyError(f"--objectives '{text}': the first is the quality objective the trials are trained for "
+                         f"(balanced_accuracy, macro_f1, val_accuracy, val_loss or auto); put {names[0]} after it")
+    quality = objective_name(names[0])
+    check_costs(names[1:])
+    if len(set(names[1:])) != len(names[1:]):
+        raise StudyError(f"--objectives '{text}': each objective once")
+    return [quality, *names[1:]]
 
 
 def auto_objective(dataset: Path) -> tuple[str, str]:
@@ -164,6 +187,8 @@ def _check_request(request: SearchRequest) -> None:
     if request.pruner not in PRUNERS:
         raise UnknownNameError("--pruner", request.pruner, PRUNERS)
     objective_name(request.objective)
+    if request.objectives is not None:
+        _check_objectives(request)
     if request.workers > 1 and request.engine != "optuna":
         raise StudyError(f"--workers applies to the optuna engine; {request.engine} runs one trial at a time here "
                          "(Keras Tuner scales out with its own chief/worker mode, see the README)")
@@ -172,6 +197,25 @@ def _check_request(request: SearchRequest) -> None:
             raise StudyError(f"--{name} must be >= 1, got {getattr(request, name)}")
     if request.trials_per_process < 0:
         raise StudyError(f"--trials-per-process must be >= 0, got {request.trials_per_process}")
+
+
+#: Optuna samplers that search several objectives (CMA-ES and GP here search one).
+MULTI_OBJECTIVE_SAMPLERS = ("auto", "tpe", "nsga2", "random", "grid")
+
+
+def _check_objectives(request: SearchRequest) -> None:
+    """``--objectives`` asks the optuna engine with a multi-objective sampler; ``--objective`` may only agree."""
+    if request.engine != "optuna":
+        raise StudyError(f"--objectives needs --engine optuna: the {request.engine} engine searches one objective "
+                         "(use --objective)")
+    if request.sampler not in MULTI_OBJECTIVE_SAMPLERS:
+        raise StudyError(f"--sampler {request.sampler} searches one objective; with --objectives use "
+                         f"{', '.join(MULTI_OBJECTIVE_SAMPLERS[1:])} (auto: tpe)")
+    names = parse_objectives(str(request.objectives))
+    single = objective_name(request.objective)
+    if single != "auto" and single != names[0]:
+        raise StudyError(f"--objective {request.objective} and --objectives {request.objectives} disagree: the "
+                         "first of --objectives is the quality objective; drop --objective")
 
 
 def dataset_digest(dataset: Path) -> str:
@@ -218,9 +262,13 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
     old = read_config(folder) if study_paths(folder)["config"].exists() else None
     if old is not None and request.precision == "auto":
         settings["precision"] = old.precision  # resuming: auto keeps what the study trained with
-    objective = objective_name(request.objective)
+    objectives = (parse_objectives(request.objectives) if request.objectives is not None
+                  else list(old.objectives) if old is not None else [])  # resuming: a study keeps its objectives
+    objective = objectives[0] if objectives else objective_name(request.objective)
     if objective == "auto":  # resuming: auto keeps the study's objective, else it follows the dataset
         objective = old.objective if old is not None else auto_objective(Path(request.data))[0]
+    if objectives:
+        objectives[0] = objective
     if request.storage:
         storage = absolute_storage(request.storage, Path.cwd())
     else:  # no --storage: the study's own, else a journal in its folder
@@ -229,9 +277,11 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
         name=Path(os.path.abspath(folder)).name, model=request.model,
         dataset=Path(os.path.abspath(request.data)).as_posix(), engine=request.engine,
         sampler=DEFAULT_SAMPLERS[request.engine] if request.sampler == "auto" else request.sampler,
-        pruner="none" if request.engine == "staged" else request.pruner, budget=budget, trials=trials,
+        # Optuna prunes no multi-objective study (Trial.report is single-objective only): recorded as none.
+        pruner="none" if request.engine == "staged" or objectives else request.pruner, budget=budget, trials=trials,
         epochs=epochs, seed=request.seed, storage=storage, space=space.to_dict(),
-        objective=objective, repeats=request.repeats, cv=request.cv, max_failures=request.max_failures,
+        objective=objective, objectives=objectives, repeats=request.repeats, cv=request.cv,
+        max_failures=request.max_failures,
         split_version=SPLIT_VERSION,
         dataset_sha256=dataset_digest(request.data), runtime=settings, versions=package_versions(),
     )
@@ -279,7 +329,8 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
 def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str,
              data: TrialData, *, on_event: OnEvent, start: float) -> SearchOutcome | None:
     note = ""  # why --objective auto chose what it did, for the summary
-    if objective_name(request.objective) == "auto":
+    asked = parse_objectives(request.objectives)[0] if request.objectives else objective_name(request.objective)
+    if asked == "auto":
         chosen, why = auto_objective(Path(request.data))
         note = why if config.objective == chosen else "auto: the resumed study's own"
     on_event(StudyEvent(event="study", folder=str(folder), config=config, space=space, objective_note=note))
@@ -291,7 +342,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     from tuning.evaluate import retrain_and_test
     from tuning.export import export_study
     from tuning.report import build_report
-    from tuning.trials import best_trial, pruned_epochs, state_counts
+    from tuning.trials import best_trial, objective_values, pareto_front, pruned_epochs, quality, state_counts
 
     if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
         study = run_engine(config, space, data, folder, on_event=on_event)
@@ -311,12 +362,15 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
         raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
     best_params = space.resolve(best.params)
     on_event(RetrainEvent(event="retrain", params=best_params))
-    metrics = retrain_and_test(config, space, data, best_params, folder)
+    metrics = retrain_and_test(config, space, data, best_params, folder, extra={"trial": best.number, "pick": "best"})
     report = build_report(folder)
     model = export_study(folder).model
-    return SearchOutcome(folder, config, best_params, best.value, best.number, state_counts(study), metrics, report,
-                         model, time.perf_counter() - start, reduced=_reduced(space, budget),
-                         pruned_at=pruned_epochs(study))
+    costs = {k: v for k, v in objective_values(best, config.objectives).items() if k != config.objective}
+    return SearchOutcome(folder, config, best_params, float(quality(best) or math.nan), best.number,
+                         state_counts(study), metrics, report, model, time.perf_counter() - start,
+                         reduced=_reduced(space, budget), pruned_at=pruned_epochs(study),
+                         front=[t.number for t in pareto_front(study, config.objectives)] if config.objectives else [],
+                         best_costs=costs)
 
 
 def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
@@ -331,7 +385,8 @@ def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
 
 
 #: Settings that make two runs' trials comparable, with the option that sets each.
-RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "sampler": "--sampler",
+RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "objectives": "--objectives",
+               "sampler": "--sampler",
                "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
                "repeats": "--repeats", "cv": "--cv", "storage": "--storage", "precision": "--precision",
                "space": "--space"}
@@ -348,7 +403,9 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
         was, now = getattr(old, key), getattr(config, key)
         if was == now:
             continue
-        if key == "space":
+        if key == "objectives" and not was:
+            shown, hint = f"one objective, not objectives {','.join(now)}", "no --objectives"
+        elif key == "space":
             differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
             shown = f"a search space that differs in {', '.join(differ)}"
             hint = "the same --space, --preset and --params"
@@ -368,6 +425,8 @@ def _shown(key: str, value: Any, *, bare: bool = False) -> str:
         from tuning.engines._storage import mask_password
 
         value = mask_password(str(value))
+    if key == "objectives":
+        value = ",".join(value)
     return str(value) if bare else repr(value)
 
 

@@ -9,6 +9,7 @@ import base64
 import csv
 import html
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -212,7 +213,7 @@ def plot_parallel(trials: list[Any], names: list[str], objective_name: str, path
             col = np.array([levels.index(v) * step if v is not None else np.nan for v in values])
             ticks.append(([i * step for i in range(len(levels))], [_label(v) for v in levels]))
         columns.append(col)
-    objective = np.array([t.value for t in trials], dtype=np.float64)
+    objective = np.array([_nan(trials_rule.quality(t)) for t in trials], dtype=np.float64)
     lo, hi = float(np.nanmin(objective)), float(np.nanmax(objective))
     columns.append((objective - lo) / ((hi - lo) or 1.0))
     ticks.append(([0.0, 1.0], [f"{lo:.3g}", f"{hi:.3g}"]))
@@ -228,6 +229,35 @@ def plot_parallel(trials: list[Any], names: list[str], objective_name: str, path
     ax.set_yticks([])
     ax.set_ylim(-0.08, 1.08)
     ax.set_title("Parallel coordinates (colour: objective)")
+    return _save(fig, path)
+
+
+def plot_pareto(trials: list[Any], front: list[Any], objectives: list[str], path: Path) -> Path:
+    """Quality against each cost objective, one panel per cost: every complete trial, the front highlighted
+    and labelled with its trial numbers (with several costs a front trial may look dominated in one panel:
+    it is not, in all objectives together)."""
+    plt = _pyplot()
+    quality, costs = objectives[0], objectives[1:]
+    fig, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 3.8), squeeze=False)
+    on_front = {t.number for t in front}
+    for ax, cost in zip(axes[0], costs):
+        def xy(group: list[Any], name: str = cost) -> tuple[list[float], list[float]]:
+            values = [trials_rule.objective_values(t, objectives) for t in group]
+            return [v[name] for v in values], [v[quality] for v in values]
+
+        others = [t for t in trials if t.number not in on_front]
+        ax.plot(*xy(others), "o", color="#bbbbbb", label="dominated")
+        ordered = sorted(front, key=lambda t: trials_rule.objective_values(t, objectives)[cost])
+        x, y = xy(ordered)
+        ax.plot(x, y, "o-", color="#c0392b", label="Pareto front")
+        for t, xi, yi in zip(ordered, x, y):
+            ax.annotate(f"#{t.number}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(f"{cost} (lower is better)")
+        lower = " (lower is better)" if trials_rule.direction(quality) == "minimize" else ""
+        ax.set_ylabel(quality.replace("val_", "validation ") + lower)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Pareto front: quality vs cost")
     return _save(fig, path)
 
 
@@ -326,14 +356,24 @@ def _kept_counts(dataset: Path, size: int) -> dict[str, int]:
 
 
 def _importances(study: Any) -> tuple[dict[str, float], str]:
-    """Optuna's importances and the evaluator that computed them."""
+    """Optuna's importances and the evaluator that computed them; for the quality objective in a
+    multi-objective study (Optuna asks which objective there, and PED-ANOVA takes a target as minimised)."""
     import optuna
 
-    try:
-        return dict(optuna.importance.get_param_importances(study)), "fANOVA"
-    except ImportError:  # an evaluator that needs scikit-learn; PED-ANOVA does not
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), "PED-ANOVA"
+    sign = 1.0 if study.directions[0].name == "MINIMIZE" else -1.0
+
+    def quality(trial: Any) -> float:
+        return sign * _nan(trials_rule.quality(trial))
+
+    target = quality if len(study.directions) > 1 else None
+    with warnings.catch_warnings():  # PED-ANOVA warns that a target is minimised: ours is, by the sign above
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes the importances")
+        try:
+            return dict(optuna.importance.get_param_importances(study, target=target)), "fANOVA"
+        except ImportError:  # an evaluator that needs scikit-learn; PED-ANOVA does not
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            return (dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)),
+                    "PED-ANOVA")
 
 
 def _wall_seconds(trials: list[Any]) -> float:
@@ -459,8 +499,16 @@ def search_settings_blocks(ctx: ReportContext) -> list[Block]:
 def best_trial_blocks(ctx: ReportContext) -> list[Block]:
     """The best trial by the study's objective and the parameters retrained for the test."""
     best = ctx.best
+    retrained = ctx.metrics.get("trial")
+    pick = ctx.metrics.get("pick") or "best"
+    other = ""
+    if best and retrained is not None and retrained != best.number:
+        other = (f" The final model is trial #{retrained} instead (tuning retrain --pick {pick})." if pick != "best"
+                 else f" The final model is trial #{retrained}, the best when it was retrained: 'tuning retrain' "
+                      f"would test #{best.number} now.")
     return [
-        Block("p", f"Best trial #{best.number}: {ctx.config.objective} {best.value:.4g}." if best else
+        Block("p", f"Best trial #{best.number}: {ctx.config.objective} {_nan(trials_rule.quality(best)):.4g}.{other}"
+              if best else
               "No trial completed."),
         Block("table", header=["parameter", "value (retrained for the test)"],
               rows=[[k, _label(v)] for k, v in ctx.metrics["params"].items()]),
@@ -470,12 +518,14 @@ def best_trial_blocks(ctx: ReportContext) -> list[Block]:
 def trials_table_blocks(ctx: ReportContext) -> list[Block]:
     """Every trial, best first by the objective, then those without a value."""
     objective, names = ctx.config.objective, ctx.names
-    rows = [[t.number, trials_rule.state_name(t), t.value if t.value is not None else math.nan,
+    costs = ctx.config.objectives[1:]
+    rows = [[t.number, trials_rule.state_name(t), _nan(trials_rule.quality(t)),
+             *(trials_rule.objective_values(t, ctx.config.objectives)[c] for c in costs),
              t.user_attrs.get("stage", ""), t.user_attrs.get("epochs", ""), _duration(t.user_attrs.get("seconds", 0)),
              *(_label(t.params[n]) if n in t.params else "" for n in names), t.user_attrs.get("fail_reason", "")]
             for t in trials_rule.best_first(ctx.trials, objective)]
     return [Block("p", f"Trials, best first ({objective}):"),
-            Block("table", header=["trial", "state", objective, "stage", "epochs", "time", *names, "reason"],
+            Block("table", header=["trial", "state", objective, *costs, "stage", "epochs", "time", *names, "reason"],
                   rows=rows)]
 
 
@@ -514,7 +564,8 @@ def history_blocks(ctx: ReportContext) -> list[Block]:
     if len(complete) < 2:
         return [Block("note", f"Optimisation history needs at least two complete trials; this study has "
                               f"{len(complete)}.")]
-    return [_figure(partial(plot_history, [(t.number, t.value) for t in complete], ctx.out / "history.png",
+    return [_figure(partial(plot_history, [(t.number, _nan(trials_rule.quality(t))) for t in complete],
+                            ctx.out / "history.png",
                             objective_name=ctx.config.objective),
                     "Optimisation history", "The optimisation history")]
 
@@ -541,6 +592,39 @@ def parallel_blocks(ctx: ReportContext) -> list[Block]:
         return [Block("note", "Parallel coordinates need at least two complete trials over a varied parameter.")]
     return [_figure(partial(plot_parallel, complete, varied, ctx.config.objective, ctx.out / "parallel.png"),
                     "Parallel coordinates of the complete trials", "The parallel-coordinates plot")]
+
+
+def pareto_blocks(ctx: ReportContext) -> list[Block]:
+    """A multi-objective study's front: the figure, its trials with every objective, and which was retrained;
+    nothing for a study of one objective."""
+    objectives = ctx.config.objectives
+    if not objectives:
+        return []
+    front = trials_rule.pareto_front(ctx.trials, objectives)
+    shown = ", ".join(f"{o} ({'min' if trials_rule.direction(o) == 'minimize' else 'max'}imised)" for o in objectives)
+    blocks = [Block("p", f"Pareto front: {len(front)} of {len(ctx.complete)} complete trials, each one not "
+                         f"dominated by another (no other is as good in every objective and better in one) in "
+                         f"{shown}. Pruning is off: Optuna does not prune multi-objective studies."),
+              Block("note", "Costs are measured once per complete trial on its network as shipped (float32, "
+                            "no augmentation): size_mb = parameters x 4 bytes; latency_ms = median time of one "
+                            "image through its TFLite conversion (ONNX under PyTorch) on the search machine's CPU, "
+                            "one thread.")]
+    if not front:
+        return blocks
+    blocks.append(_figure(partial(plot_pareto, ctx.complete, front, objectives, ctx.out / "pareto.png"),
+                          "Pareto front (red) among the complete trials (grey)", "The Pareto front"))
+    retrained = ctx.metrics.get("trial")
+    names = ctx.varied
+    rows = [[t.number, *trials_rule.objective_values(t, objectives).values(),
+             *(_label(t.params[n]) if n in t.params else "" for n in names),
+             "yes" if t.number == retrained else ""] for t in front]
+    blocks.append(Block("table", header=["trial", *objectives, *names, "retrained"], rows=rows))
+    pick = ctx.metrics.get("pick", "best")
+    blocks.append(Block("p", f"Retrained: trial #{retrained} (--pick {pick}). Another trade-off: 'tuning retrain "
+                             "--pick trial:N', '--pick best:" + objectives[1] + "', or '--pick smallest-within:0.01' "
+                             "(the cheapest model within 0.01 of the best quality)." if retrained is not None else
+                        "Which trial was retrained is not recorded (final/metrics.json has no 'trial')."))
+    return blocks
 
 
 def test_blocks(ctx: ReportContext) -> list[Block]:
@@ -630,12 +714,13 @@ def ensemble_blocks(ctx: ReportContext) -> list[Block]:
 
 
 #: The report's sections in page order: a heading and the parts whose blocks it shows. A new piece of the
-#: report is one function ``(ReportContext) -> list[Block]`` added here.
+#: report is one function ``(ReportContext) -> list[Block]`` added here; a section with no blocks is left out.
 SECTIONS: tuple[tuple[str, tuple[Part, ...]], ...] = (
     ("Result", (headline_blocks, headline_notes_blocks, seed_blocks, shipped_blocks)),
     ("Ensemble", (ensemble_blocks,)),
     ("Dataset", (dataset_section,)),
     ("Search", (search_settings_blocks, best_trial_blocks, trials_table_blocks)),
+    ("Pareto front", (pareto_blocks,)),
     ("Search figures", (axis_blocks, best_curves_blocks, final_curves_blocks, history_blocks, importance_blocks,
                         parallel_blocks)),
     ("Test results", (test_blocks,)),
@@ -651,7 +736,7 @@ def build_report(folder: Path) -> Path:
     """
     ctx = load_context(folder)
     sections = [(heading, [block for part in parts for block in part(ctx)]) for heading, parts in SECTIONS]
-    sections = [(heading, blocks) for heading, blocks in sections if blocks]  # no ensemble run: no such section
+    sections = [(heading, blocks) for heading, blocks in sections if blocks]  # e.g. no ensemble, one objective
     title = f"Study {ctx.config.name}: {ctx.config.model}"
     _io.write_text(ctx.out / "report.md", _markdown(title, sections, ctx.out))
     _io.write_text(ctx.out / "index.html", _html(title, sections))

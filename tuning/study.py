@@ -54,6 +54,8 @@ class StudyConfig:
     split_version: int = 1  # how the toolkit split the images (tuning.data.splits.SPLIT_VERSION); 1 if older
     cv: int = 1  # --cv K: each configuration trained on K folds of train+val, scored by their mean
     max_failures: int = 0
+    #: ``--objectives``: [quality objective (= ``objective``), cost objective, ...]; empty: one objective.
+    objectives: list[str] = field(default_factory=list)
     dataset_sha256: str = ""
     runtime: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -81,6 +83,8 @@ class SearchOutcome:
     seconds: float
     reduced: dict[str, Any] = field(default_factory=dict)
     pruned_at: list[int] = field(default_factory=list)  # tuning.trials.pruned_epochs
+    front: list[int] = field(default_factory=list)  # --objectives: the Pareto front's trial numbers
+    best_costs: dict[str, float] = field(default_factory=dict)  # --objectives: the best trial's cost values
 
 
 def package_versions() -> dict[str, str]:

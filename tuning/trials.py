@@ -8,7 +8,7 @@ The search summary, ``tuning retrain`` and the report all name the best trial; w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 #: How one training run ended (``TrialResult.status``, an engine's ``Outcome.status``, a ``trial_end`` event).
@@ -20,9 +20,14 @@ _STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "R
                 "WAITING": "waiting"}
 
 
+#: Objectives measured once per finished trial on its model (``tuning.costs``): lower is better.
+COST_OBJECTIVES = ("size_mb", "latency_ms")
+
+
 def direction(objective: str) -> Literal["minimize", "maximize"]:
-    """``val_loss`` is minimised, every other objective (``val_accuracy``) maximised."""
-    return "minimize" if objective == "val_loss" else "maximize"
+    """``val_loss`` and the costs (``size_mb``, ``latency_ms``) are minimised, every other objective
+    (``val_accuracy``) maximised."""
+    return "minimize" if objective == "val_loss" or objective in COST_OBJECTIVES else "maximize"
 
 
 def better(value: float, than: float | None, objective: str) -> bool:
@@ -50,6 +55,39 @@ def real_trials(trials_or_study: Any) -> list[Any]:
     return [t for t in _trials(trials_or_study) if not is_surplus(t)]
 
 
+def quality(trial: Any) -> float | None:
+    """The trial's value by the study's quality objective: ``values[0]``, which a multi-objective study
+    (``--objectives``) has where ``trial.value`` raises; None when the trial has no value."""
+    values = trial.values
+    return None if not values or values[0] is None else float(values[0])
+
+
+def objective_values(trial: Any, objectives: Iterable[str]) -> dict[str, float]:
+    """Every objective's value of a trial, by name, in the study's order (NaN where it has none)."""
+    values = list(trial.values or [])
+    return {name: float(values[i]) if i < len(values) and values[i] is not None else math.nan
+            for i, name in enumerate(objectives)}
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether values ``a`` are at least as good as ``b`` in every objective and better in one."""
+    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+    pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b)]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def pareto_front(trials_or_study: Any, objectives: list[str]) -> list[Any]:
+    """The complete trials no other complete trial dominates (every value finite), in trial order.
+
+    Trials with equal values are all kept: neither dominates the other, and a user choosing between them
+    may prefer either's parameters.
+    """
+    directions = [direction(o) for o in objectives]
+    pool = [(t, [objective_values(t, objectives)[o] for o in objectives]) for t in completed(trials_or_study)]
+    pool = [(t, v) for t, v in pool if all(math.isfinite(x) for x in v)]
+    return [t for t, v in pool if not any(dominates(w, v, directions) for _, w in pool)]
+
+
 def completed(trials_or_study: Any) -> list[Any]:
     """The trials that may be best: complete, with a finite value, in trial order.
 
@@ -58,7 +96,7 @@ def completed(trials_or_study: Any) -> list[Any]:
     configuration the retrain would train is not the one measured.
     """
     return [t for t in _trials(trials_or_study)
-            if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
+            if t.state.name == "COMPLETE" and (v := quality(t)) is not None and math.isfinite(v)]
 
 
 def best_first(trials: Iterable[Any], objective: str) -> list[Any]:
@@ -67,15 +105,18 @@ def best_first(trials: Iterable[Any], objective: str) -> list[Any]:
     sign = 1.0 if direction(objective) == "minimize" else -1.0
 
     def rank(t: Any) -> tuple[int, float, int]:
-        if t.value is None or not math.isfinite(t.value):
+        value = quality(t)
+        if value is None or not math.isfinite(value):
             return (2, 0.0, t.number)
-        return (0 if t.state.name == "COMPLETE" else 1, sign * t.value, t.number)
+        return (0 if t.state.name == "COMPLETE" else 1, sign * value, t.number)
 
     return sorted(trials, key=rank)
 
 
 def best_trial(trials_or_study: Any, objective: str) -> Any | None:
-    """The best complete trial under ``objective`` (the lowest number among equals); None when none completed."""
+    """The best complete trial under ``objective`` (the lowest number among equals); None when none completed.
+
+    In a multi-objective study ``objective`` is the quality one (``values[0]``), as the summary names it."""
     complete = completed(trials_or_study)
     return best_first(complete, objective)[0] if complete else None
 

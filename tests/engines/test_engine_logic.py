@@ -428,7 +428,7 @@ def test_gp_without_pytorch_is_a_one_line_error_before_anything_is_written(
                       "--study", str(folder)])
     assert result.exit_code == 1
     assert result.output == ("Error: --sampler gp needs PyTorch (pip install torch), which is not installed; install "
-                             "it or choose another sampler (tpe, cmaes, random, grid)\n")
+                             "it or choose another sampler (tpe, cmaes, nsga2, random, grid)\n")
     assert not folder.exists()
 
 

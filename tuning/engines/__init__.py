@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from tuning.trials import TrialStatus
 
@@ -48,6 +48,7 @@ class TrialEndEvent(TypedDict):
     seconds: float
     pid: int
     rss_mb: float
+    costs: NotRequired[dict[str, float]]  # --objectives: the complete trial's cost objectives (tuning.costs)
 
 
 class NoteEvent(TypedDict):

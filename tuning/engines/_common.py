@@ -15,7 +15,7 @@ from typing import Any
 
 from tuning import _io
 from tuning.engines import EpochEvent, OnEvent, TrialEndEvent, TrialLimitReached, TrialStartEvent
-from tuning.errors import StudyError
+from tuning.errors import StudyError, ToolkitError
 from tuning.runtime import rss_mb
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, study_paths
@@ -40,6 +40,7 @@ class Outcome:
     seconds: float = 0.0
     epochs: int = 0
     history: dict[str, list[float]] | None = None
+    costs: dict[str, float] | None = None  # --objectives: the model's cost objectives (tuning.costs)
 
 
 def worker_id() -> dict[str, Any]:
@@ -83,15 +84,31 @@ class TrialRunner:
             seconds=sum(r.seconds for r in results), epochs=sum(r.epochs for r in results),
             history=results[0].history,
         )
+        if self.config.objectives and outcome.status == "complete":
+            self._measure_costs(outcome, params)
         _io.write_json(self.trials_dir / str(key) / "history.json", {
             "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
             "reason": outcome.reason, "seconds": outcome.seconds, "precision": results[0].precision,
             "history": results[0].history, "repeats": [r.history for r in results[1:]], "values": values,
-            "folds": self.config.cv,
+            "folds": self.config.cv, **({"costs": outcome.costs} if outcome.costs else {}),
         })
-        self.on_event(TrialEndEvent(event="trial_end", number=key, status=outcome.status, value=outcome.value,
-                                    reason=outcome.reason, seconds=outcome.seconds, pid=os.getpid(), rss_mb=rss_mb()))
+        end = TrialEndEvent(event="trial_end", number=key, status=outcome.status, value=outcome.value,
+                            reason=outcome.reason, seconds=outcome.seconds, pid=os.getpid(), rss_mb=rss_mb())
+        if outcome.costs:
+            end["costs"] = outcome.costs
+        self.on_event(end)
         return outcome
+
+    def _measure_costs(self, outcome: Outcome, params: Mapping[str, Any]) -> None:
+        """The cost objectives of a complete trial, measured once on its rebuilt network; a trial whose costs
+        cannot be measured fails with the reason, as a training failure does."""
+        from tuning.costs import measure_costs
+
+        try:
+            n_classes = len(self.data.arrays(int(params["image_size"])).classes)
+            outcome.costs = measure_costs(self.config.objectives[1:], self.config.model, params, n_classes=n_classes)
+        except ToolkitError as exc:
+            outcome.status, outcome.reason = "failed", str(exc)
 
 
 def record_attrs(trial: Any, outcome: Outcome) -> None:
@@ -103,6 +120,8 @@ def record_attrs(trial: Any, outcome: Outcome) -> None:
         trial.set_user_attr("spread", outcome.spread)
     if outcome.reason:
         trial.set_user_attr("fail_reason", outcome.reason)
+    if outcome.costs:
+        trial.set_user_attr("costs", outcome.costs)
 
 
 def fail_dead_workers(study: Any) -> list[int]:
@@ -208,16 +227,19 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
     from optuna.trial import TrialState
 
     result: list[Outcome] = []
-    minimise = direction(runner.config.objective) == "minimize"
+    config = runner.config
+    minimise = direction(config.objective) == "minimize"
+    # --objectives: one value per objective; Optuna marks a trial returning NaNs failed, as with one objective.
+    no_value: float | list[float] = [math.nan] * len(config.objectives) if config.objectives else math.nan
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | list[float]:
         trial.set_user_attr(WORKER_ATTR, worker_id())
         if limit is not None:
             states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
             ahead = [t for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
             if len(ahead) >= limit:
                 trial.set_user_attr("surplus", True)
-                return math.nan
+                return no_value
 
         best: float | None = None
 
@@ -231,8 +253,9 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
             trial.report(best, epoch)
             return prune and trial.should_prune()
 
-        try:
-            outcome = runner.run(trial.number, suggest(trial), report=report)
+        params = suggest(trial)
+        try:  # a multi-objective study is not pruned, and Optuna's Trial.report refuses one
+            outcome = runner.run(trial.number, params, report=None if config.objectives else report)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             raise
@@ -240,7 +263,9 @@ def run_one(study: Any, runner: TrialRunner, suggest: Callable[[Any], dict[str, 
         result.append(outcome)
         if outcome.status == "pruned":
             raise optuna.TrialPruned()
-        return outcome.value if outcome.status == "complete" else math.nan
+        if outcome.status != "complete":
+            return no_value
+        return [outcome.value, *(outcome.costs or {}).values()] if config.objectives else outcome.value
 
     study.optimize(objective, n_trials=1, catch=())
     return result[0] if result else None

@@ -1,4 +1,8 @@
-"""The Optuna engine: TPE (default), GP, CMA-ES, random or grid sampling, pruned per epoch."""
+"""The Optuna engine: TPE (default), GP, CMA-ES, NSGA-II, random or grid sampling, pruned per epoch.
+
+With ``--objectives`` the study has one direction per objective (the quality one first, then the model's
+costs) and is never pruned; TPE then runs in its multi-objective mode (MOTPE), NSGA-II as it always does.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from tuning.space import SearchSpace
 from tuning.study import StudyConfig
 from tuning.train import TrialData
 
-SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
+SAMPLERS = ("tpe", "gp", "cmaes", "nsga2", "random", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
 #: Samplers that need a package the toolkit does not install: (module, what to install). Optuna imports them
 #: only when the first point is drawn, deep inside a trial; we say so before anything is written.
@@ -33,7 +37,15 @@ def _installed(sampler: str) -> bool:
     return sampler not in EXTRA_PACKAGES or importlib.util.find_spec(EXTRA_PACKAGES[sampler][0]) is not None
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int) -> Any:
+def nsga2_population(trials: int) -> int:
+    """NSGA-II's generation size for a study of ``trials``: its first generation is drawn at random, so
+    Optuna's default of 50 would leave a 10-50 trial study all random; a third of the trials (4 to 50) leaves
+    room for at least two evolved generations."""
+    return max(4, min(50, trials // 3))
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int, *, trials: int = 0) -> Any:
+    """``trials``: the study's size (NSGA-II sizes its generations by it)."""
     import optuna
 
     check_sampler(name)
@@ -45,6 +57,8 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> Any:
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(trials))
     if name == "grid":
         grid = {p: list(space.params[p].grid_values()) for p in space.search}
         return optuna.samplers.GridSampler(grid, seed=seed)
@@ -91,12 +105,12 @@ def load_study(config: StudyConfig, space: SearchSpace | None = None) -> Any:
             return optuna.load_study(study_name=config.name, storage=storage)
         except KeyError:
             raise StudyError(f"storage {config.storage}: holds no study named '{config.name}'") from None
-    sampler = (make_sampler(config.sampler, space, config.seed) if config.engine == "optuna"
+    sampler = (make_sampler(config.sampler, space, config.seed, trials=config.trials) if config.engine == "optuna"
                else optuna.samplers.RandomSampler(seed=config.seed))
     return optuna.create_study(
         study_name=config.name,
         storage=open_storage(config.storage),
-        direction=direction(config.objective),
+        directions=[direction(o) for o in config.objectives or [config.objective]],
         sampler=sampler,
         pruner=make_pruner(config.pruner, config.epochs),
         load_if_exists=True,
@@ -112,8 +126,9 @@ def run(config: StudyConfig, space: SearchSpace, data: TrialData, folder: Path, 
     study = load_study(config, space)
     # A seeded sampler restarts its random stream in every process: offset the seed by the trials already in
     # the study and by the worker's number, or a resumed study and parallel workers redraw the same points.
-    study.sampler = make_sampler(config.sampler, space, config.seed + len(study.trials) + 7919 * worker)
+    study.sampler = make_sampler(config.sampler, space, config.seed + len(study.trials) + 7919 * worker,
+                                 trials=config.trials)
     work_loop(study, config, TrialRunner(config, space, data, folder, on_event),
-              suggest=space.suggest_optuna, prune=config.pruner != "none", limit=limit,
+              suggest=space.suggest_optuna, prune=config.pruner != "none" and not config.objectives, limit=limit,
               first_trial=first_trial)
     return study

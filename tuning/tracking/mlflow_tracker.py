@@ -123,7 +123,8 @@ class MlflowTracker:
         run = self.children.pop(key, None)
         if run is None:
             return
-        self._metrics(run, {"objective": event["value"], "seconds": event["seconds"]}, step=self.last_epoch.get(key, 0))
+        self._metrics(run, {"objective": event["value"], "seconds": event["seconds"], **(event.get("costs") or {})},
+                      step=self.last_epoch.get(key, 0))
         self.client.set_tag(run, "state", event["status"])
         if event.get("reason"):
             self.client.set_tag(run, "fail_reason", str(event["reason"])[:5000])
