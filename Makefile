@@ -17,7 +17,7 @@ SEARCH_ARGS = --model $(MODEL) --data $(DATA) --engine $(ENGINE) --budget $(BUDG
 	--precision $(PRECISION) \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STUDY),--study $(STUDY))
 
-.PHONY: venv search test test-fast lint bench study engines-study report export clean distclean
+.PHONY: venv search test test-fast lint bench study engines-study report export clean distclean gpu-wheels
 
 # Reinstalls only when the package metadata changes; fast no-op otherwise.
 $(STAMP): pyproject.toml
@@ -82,3 +82,12 @@ engines-study: $(STAMP)
 STUDY_ARGS ?=
 study: $(STAMP)
 	$(BIN)/python benchmarks/poster_study.py --posters $(POSTERS) $(STUDY_ARGS)
+
+# Wheels for benchmarks/gpu_check.sh on the GPU machine (Python 3.12, PyTorch and JAX, no index): what it lacks,
+# without dependencies (it has the rest). About 15 MB in benchmarks/wheels/ (git-ignored; carry it to the run).
+GPU_WHEELS = keras==3.15.1 namex optree optuna==5.0.0 alembic mako sqlalchemy greenlet colorlog keras-tuner==1.4.8 \
+	kt-legacy imagehash pywavelets cmaes tomli-w
+gpu-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d benchmarks/wheels $(GPU_WHEELS)

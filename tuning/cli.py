@@ -38,6 +38,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _start_keras_quietly() -> None:
+    """Import TensorFlow with its start-up notices hidden when Keras will run on it (its default backend).
+
+    Under ``KERAS_BACKEND=jax`` or ``torch``, or where TensorFlow is not installed, nothing is imported here: the
+    formats that need no TensorFlow (.keras, .onnx) then export and predict without it.
+    """
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    try:
+        runtime.load_tensorflow()
+    except ImportError:
+        pass  # Keras names what is missing when it loads
+
+
 def study_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--study", "study", required=True, metavar="NAME|DIR",
                         help="Study name (runs/NAME) or folder.")(fn)
@@ -858,16 +872,17 @@ def compare(study_a: str, study_b: str) -> None:
 @handle_errors
 def export(study: str, formats: str) -> None:
     """Write the retrained model to runs/<study>/export/ in each format, with its model card."""
-    runtime.load_tensorflow()
     from tuning.export import export_study, parse_formats
     from tuning.pipeline import study_folder
 
-    result = export_study(study_folder(study), formats=parse_formats(formats))
+    chosen = parse_formats(formats)
+    _start_keras_quietly()
+    result = export_study(study_folder(study), formats=chosen)
     for fmt, path in result.files.items():
         click.echo(f"{fmt:<11} {path}")
-    for fmt, reason in result.skipped.items():
-        click.echo(f"{fmt:<11} not exported: {reason}")
     click.echo(f"Card:       {result.folder / 'model_card.md'}")
+    if result.skipped:  # what was written stays; the exit status says a requested format is missing
+        raise ToolkitError("; ".join(f"{fmt} not exported: {reason}" for fmt, reason in result.skipped.items()))
 
 
 @cli.command()
@@ -893,7 +908,8 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, as_json: bool, cs
             raise ToolkitError("--json and --csv cannot be used together: --csv writes the rows to a file, "
                                "--json prints them")
         check_csv_target(csv_file)
-    runtime.load_tensorflow()
+    if model.suffix.lower() != ".onnx":  # onnxruntime alone runs an .onnx file
+        _start_keras_quietly()
     from tuning import _io
     from tuning.inference import predict as run_predict
     from tuning.inference import predictions_table

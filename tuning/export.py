@@ -1,5 +1,9 @@
 """Ship the retrained model: ``.keras``, SavedModel, TFLite (and ONNX when its converter is installed).
 
+Any Keras backend exports: the ``.keras`` file is the same model on all three, ONNX comes from the backend's own
+converter, and what only TensorFlow writes (SavedModel, TFLite) comes from a child process on the TensorFlow
+backend when it is installed; a format that cannot be written here is reported with what to install instead.
+
 Every artefact takes raw RGB uint8 images of any height and width and returns class probabilities: resizing
 and scaling are inside. The resize is ``tuning.resize.ResizeRGB``, the very op that made the dataset cache,
 so a shipped model fed the original test files answers exactly as the tested model did on the prepared
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tuning import _io
 from tuning.errors import StudyError, ToolkitError, UnknownNameError
 from tuning.evaluate import ENSEMBLE, save_model, shipped_model
@@ -27,6 +33,7 @@ from tuning.study import StudyConfig, package_versions, read_config, study_paths
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 ARTEFACTS = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
+SKIPPED_FILE = ".skipped.json"  # what a child process could not write, and why
 ONNX_HINT = ("ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx onnxruntime (the project's 'onnx' extra), "
              "then rerun 'tuning export'")
 PREPROCESSING = ("Inside the model: antialiased bilinear resize to size x size (tuning.resize.ResizeRGB, the op "
@@ -90,22 +97,13 @@ def export_study(folder: Path, *, formats: list[str] | tuple[str, ...] | None = 
     result = ExportResult(out)
     save_model(model, out / ARTEFACTS["keras"])
     result.files["keras"] = out / ARTEFACTS["keras"]
-    if any(f != "keras" for f in formats):
+    others = [f for f in formats if f != "keras"]
+    if others:
         with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as work:
-            saved = Path(work) / "savedmodel"
-            _quiet(lambda: model.export(saved, format="tf_saved_model", verbose=False))
-            if "tflite" in formats:
-                result.files["tflite"] = _write_tflite(saved, out / ARTEFACTS["tflite"])
-            if "onnx" in formats:
-                if importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("onnx") is None:
-                    result.skipped["onnx"] = ONNX_HINT
-                else:
-                    target = Path(work) / "model.onnx"
-                    _quiet(lambda: model.export(target, format="onnx", verbose=False))
-                    os.replace(target, out / ARTEFACTS["onnx"])
-                    result.files["onnx"] = out / ARTEFACTS["onnx"]
-            if "savedmodel" in formats:
-                result.files["savedmodel"] = _io.replace_dir(saved, out / ARTEFACTS["savedmodel"])
+            written, result.skipped = write_formats(model, out / ARTEFACTS["keras"], Path(work), others)
+            for fmt, path in written.items():
+                target = out / ARTEFACTS[fmt]
+                result.files[fmt] = _io.replace_dir(path, target) if path.is_dir() else _replace_file(path, target)
     result.files = {f: result.files[f] for f in FORMATS if f in result.files}  # keras always ships: the reference
     card = _card(config, metrics, result, folder)
     _io.write_json(out / "model_card.json", _json_safe(card))
@@ -172,6 +170,110 @@ def _quiet(fn: Callable[[], Any]) -> Any:
         return fn()
 
 
+def write_formats(model: Any, keras_file: Path, work: Path, formats: list[str]
+                  ) -> tuple[dict[str, Path], dict[str, str]]:
+    """The formats besides ``.keras`` written into ``work``, and why any could not be, under any Keras backend.
+
+    Keras writes SavedModel (and TFLite from it) only through TensorFlow, and ONNX differently per backend:
+    TensorFlow through tf2onnx, torch through ``torch.onnx``, jax through jax2onnx. What the backend of this
+    process cannot write is written from the ``.keras`` file in a child process under the TensorFlow backend
+    when TensorFlow is installed (the file is the same model on every backend); otherwise the reason says what
+    to install or which backend to export with.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        here = list(formats)
+    else:
+        here = [f for f in formats if f == "onnx" and (backend == "torch" or _available("jax2onnx"))]
+    written, skipped = _write_here(model, work, here, backend=backend)
+    rest = [f for f in formats if f not in here]
+    if rest and _available("tensorflow"):
+        more, not_written = _write_under_tensorflow(keras_file, work, rest)
+        written |= more
+        skipped |= not_written
+    else:
+        skipped |= {f: _tensorflow_needed(f, backend) for f in rest}
+    return written, skipped
+
+
+def _write_here(model: Any, work: Path, formats: list[str], *, backend: str
+                ) -> tuple[dict[str, Path], dict[str, str]]:
+    written: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    if "savedmodel" in formats or "tflite" in formats:  # TensorFlow backend only (see write_formats)
+        saved = work / ARTEFACTS["savedmodel"]
+        _quiet(lambda: model.export(saved, format="tf_saved_model", verbose=False))
+        if "tflite" in formats:
+            written["tflite"] = _write_tflite(saved, work / ARTEFACTS["tflite"])
+        if "savedmodel" in formats:
+            written["savedmodel"] = saved
+    if "onnx" in formats:
+        if backend == "tensorflow" and not (_available("tf2onnx") and _available("onnx")):
+            skipped["onnx"] = ONNX_HINT
+        else:
+            target = work / ARTEFACTS["onnx"]
+            model(np.zeros((1, 8, 8, 3), dtype="uint8"))  # Keras exports ONNX only from a model called once
+            try:
+                _quiet(lambda: model.export(target, format="onnx", verbose=False))
+            except ImportError as exc:  # torch.onnx's or jax2onnx's own optional dependencies
+                name = exc.name or "its converter's dependencies"
+                skipped["onnx"] = (f"ONNX export from the {backend} backend needs {name}: pip install {name}, or "
+                                   "export with KERAS_BACKEND=tensorflow (with tf2onnx)")
+            else:
+                written["onnx"] = target
+    return written, skipped
+
+
+def _tensorflow_needed(fmt: str, backend: str) -> str:
+    if fmt == "onnx":
+        return (f"ONNX export from the {backend} backend needs jax2onnx or TensorFlow: pip install jax2onnx (or "
+                "tensorflow tf2onnx), or export with KERAS_BACKEND=torch")
+    name = {"savedmodel": "SavedModel", "tflite": "TFLite"}[fmt]
+    return (f"{name} export needs TensorFlow, which is not installed here: pip install tensorflow and rerun "
+            "'tuning export' (the .keras and .onnx files need no TensorFlow)")
+
+
+def _available(module: str) -> bool:
+    """Whether ``module`` can be imported (a finder that refuses it counts as missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _write_under_tensorflow(keras_file: Path, work: Path, formats: list[str]
+                            ) -> tuple[dict[str, Path], dict[str, str]]:
+    """``_write_here`` in a child process whose Keras runs on TensorFlow, from the ``.keras`` file just written."""
+    import subprocess
+    import sys
+
+    import tuning
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    root = str(Path(tuning.__file__).resolve().parent.parent)  # the child imports this very package
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    code = "import sys; from tuning.export import _tensorflow_child; _tensorflow_child(sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, str(keras_file), str(work), *formats], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        raise ToolkitError(f"{keras_file}: writing {', '.join(formats)} under the TensorFlow backend failed ({last})")
+    skipped: dict[str, str] = _io.read_json(work / SKIPPED_FILE)
+    return {f: work / ARTEFACTS[f] for f in formats if f not in skipped}, skipped
+
+
+def _tensorflow_child(argv: list[str]) -> None:
+    """The child of ``_write_under_tensorflow``: writes the formats and, beside them, what it skipped and why."""
+    from tuning import runtime
+
+    runtime.load_tensorflow()  # its start-up notices hidden
+    keras_file, work, *formats = argv
+    _, skipped = _write_here(load_model(Path(keras_file)), Path(work), formats, backend="tensorflow")
+    _io.write_json(Path(work) / SKIPPED_FILE, skipped)
+
+
 def _write_tflite(saved: Path, path: Path) -> Path:
     import tensorflow as tf
 
@@ -179,6 +281,11 @@ def _write_tflite(saved: Path, path: Path) -> Path:
     with _io.atomic_path(path) as tmp:
         tmp.write_bytes(content)
     return path
+
+
+def _replace_file(src: Path, dest: Path) -> Path:
+    os.replace(src, dest)
+    return dest
 
 
 def content_sha256(path: Path) -> str:
@@ -271,7 +378,11 @@ def _card_markdown(card: dict[str, Any]) -> str:
 
 def load_model(path: Path) -> Any:
     """Load a ``.keras`` file in Keras safe mode; anything else is a clear error, never code execution."""
-    import keras
+    try:
+        import keras
+    except ImportError as exc:  # KERAS_BACKEND=tensorflow (the default) where TensorFlow is not installed
+        raise ToolkitError(f"Keras cannot start ({exc}): pip install tensorflow, or set KERAS_BACKEND=torch or "
+                           "jax") from None
 
     from tuning import resize, tta  # noqa: F401 - registers the exported models' resize and mirror layers
 

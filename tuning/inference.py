@@ -211,7 +211,7 @@ def _savedmodel_predictor(path: Path, *, safe: bool) -> Predictor:
                                "trust where it came from")
         notes.append(f"{path} is a SavedModel its model card does not vouch for ({doubt}); {SAVEDMODEL_RISK}, "
                      "running it because of --no-safe")
-    import tensorflow as tf
+    tf = _tensorflow(path, "a SavedModel")
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -225,8 +225,21 @@ def _savedmodel_predictor(path: Path, *, safe: bool) -> Predictor:
                      size, n_classes, "savedmodel", side=size or _card_side(path), warnings=notes)
 
 
+def _tensorflow(path: Path, what: str) -> Any:
+    """TensorFlow, imported quietly, or an error saying that this model file needs it and which ones do not."""
+    from tuning import runtime
+
+    try:
+        runtime.load_tensorflow()
+        import tensorflow as tf
+    except ImportError:
+        raise ToolkitError(f"{path}: running {what} needs TensorFlow, which is not installed here: pip install "
+                           "tensorflow, or predict with the .keras or .onnx file (they need no TensorFlow)") from None
+    return tf
+
+
 def _tflite_predictor(path: Path) -> Predictor:
-    import tensorflow as tf
+    tf = _tensorflow(path, "a TFLite model")
 
     try:
         with warnings.catch_warnings():

@@ -7,10 +7,12 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning._fresh import call_in_fresh_process
 from tuning.data.splits import SPLIT_VERSION
 from tuning.engines import ENGINES, OnEvent, RetrainEvent, StudyEvent
 from tuning.errors import StudyError, UnknownNameError
@@ -309,21 +311,81 @@ def run_search(request: SearchRequest, *, on_event: OnEvent = _ignore) -> Search
     from tuning import runtime
     from tuning.engines._storage import open_storage
     from tuning.tracking import check_tracks, finish, tracking
-    from tuning.train import TrialData, check_trainable
+    from tuning.train import TrialData
 
     start = time.perf_counter()
     tracks = check_tracks(request.track)  # an unknown tracker or its missing package: before anything is written
-    config, space, folder, budget = _resolve(request, None, run_finder=True)
+    isolated = trials_in_children(request)  # then this process imports neither TensorFlow nor a Keras backend
+    if isolated:  # the device probe, the model registry, a missing cache and an LR range test all need Keras
+        _precheck(request)  # a typo answers at once, not after a child's TensorFlow start-up
+        config, space, folder, budget = call_in_fresh_process(_resolve_and_check, request)
+    else:
+        config, space, folder, budget = _resolve_and_check(request)
     if not config.storage.startswith("journal:"):
         open_storage(config.storage)  # a wrong host, password or path fails here, before the folder is made
     data = TrialData.for_space(request.data, space, seed=request.seed)
-    check_trainable(data, space, folds=config.cv)  # a class missing from a split or fold: refused before the folder
-    from tuning.models.backbones import check_study_weights
-
-    check_study_weights(config.model, space)  # a backbone's weights at hand (downloaded now) and fitting it
     write_config(folder, config)
-    with runtime.applied(config.runtime), tracking(on_event, tracks, folder) as tracked:
+    keras_settings = nullcontext() if isolated else runtime.applied(config.runtime)
+    with keras_settings, tracking(on_event, tracks, folder) as tracked:
         return finish(tracked, _execute(request, config, space, folder, budget, data, on_event=tracked, start=start))
+
+
+def trials_in_children(request: SearchRequest) -> bool:
+    """Whether every trial trains in a worker process (``--workers`` > 1 or ``--trials-per-process``), so this
+    one only coordinates and leaves retraining and export to a child too."""
+    return request.engine != "kerastuner" and (request.workers > 1 or bool(request.trials_per_process))
+
+
+def _precheck(request: SearchRequest) -> None:
+    """The checks of ``_resolve`` that need neither Keras nor the device (so not the budget ``auto`` picks): the
+    options' names, the dataset folder, and the built-in space's preset, budget, parameters and split."""
+    from search_spaces import builtin_names
+    from tuning.data.manifest import raw_dir
+
+    _check_request(request)
+    raw_dir(request.data)
+    if request.space is None and request.model not in builtin_names():
+        return  # an unknown model: the registry, which imports the models, says so with the known names
+    space = load_space(request.space or request.model)
+    if request.preset:
+        space = space.with_preset(request.preset)
+    if request.budget != "auto":
+        space.with_budget(request.budget)
+    if request.params is not None:
+        space.with_search(request.params)
+    if request.split is not None:
+        space.with_split(request.split)
+
+
+def _resolve_and_check(request: SearchRequest) -> tuple[StudyConfig, SearchSpace, Path, str]:
+    """``_resolve`` (an LR range test too, when asked), then the data checked against the space: a class missing
+    from a split or fold is refused before the folder is made (a missing cache is built on the way)."""
+    from tuning.models.backbones import check_study_weights
+    from tuning.train import TrialData, check_trainable
+
+    config, space, folder, budget = _resolve(request, None, run_finder=True)
+    check_trainable(TrialData.for_space(request.data, space, seed=request.seed), space, folds=config.cv)
+    check_study_weights(config.model, space)  # a backbone's weights at hand (downloaded now) and fitting it
+    return config, space, folder, budget
+
+
+def _finish_study(folder: Path, dataset: Path, params: dict[str, Any],
+                  extra: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:
+    """Retrain and test, report (its test-image grid resizes with Keras), export: a coordinating search's child
+    does it from the study folder alone."""
+    from tuning import runtime
+    from tuning.evaluate import retrain_and_test
+    from tuning.export import export_study
+    from tuning.report import build_report
+    from tuning.train import TrialData
+
+    runtime.load_tensorflow()  # quietly, before anything else imports it
+    config = read_config(folder)
+    space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
+    data = TrialData.for_space(dataset, space, seed=config.seed)
+    with runtime.applied(config.runtime):
+        metrics = retrain_and_test(config, space, data, params, folder, extra=extra)
+    return metrics, build_report(folder), export_study(folder).model
 
 
 def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, folder: Path, budget: str,
@@ -344,7 +406,7 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
     from tuning.report import build_report
     from tuning.trials import best_trial, objective_values, pareto_front, pruned_epochs, quality, state_counts
 
-    if request.engine == "kerastuner" or (request.workers == 1 and not request.trials_per_process):
+    if not trials_in_children(request):
         study = run_engine(config, space, data, folder, on_event=on_event)
     else:
         first = len(load_study(config, space).trials)  # create tables and study once, before workers race
@@ -362,9 +424,13 @@ def _execute(request: SearchRequest, config: StudyConfig, space: SearchSpace, fo
         raise StudyError(f"{folder}: no trial completed, so there is nothing to retrain; see trials/*/history.json")
     best_params = space.resolve(best.params)
     on_event(RetrainEvent(event="retrain", params=best_params))
-    metrics = retrain_and_test(config, space, data, best_params, folder, extra={"trial": best.number, "pick": "best"})
-    report = build_report(folder)
-    model = export_study(folder).model
+    extra = {"trial": best.number, "pick": "best"}
+    if trials_in_children(request):
+        metrics, report, model = call_in_fresh_process(_finish_study, folder, Path(request.data), best_params, extra)
+    else:
+        metrics = retrain_and_test(config, space, data, best_params, folder, extra=extra)
+        report = build_report(folder)
+        model = export_study(folder).model
     costs = {k: v for k, v in objective_values(best, config.objectives).items() if k != config.objective}
     return SearchOutcome(folder, config, best_params, float(quality(best) or math.nan), best.number,
                          state_counts(study), metrics, report, model, time.perf_counter() - start,

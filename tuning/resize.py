@@ -19,11 +19,13 @@ from keras import ops
 
 def _weights(length: Any, size: int) -> Any:
     """(size, length) float32 rows that average the input pixels under each output pixel's triangle."""
+    # A static side stays a Python int: jax traces every op, and an arange of a traced length has no shape.
+    count = length if isinstance(length, int) else ops.cast(length, "int32")
     length = ops.cast(length, "float32")
     scale = length / size  # input pixels per output pixel
     radius = ops.maximum(scale, 1.0)
     centres = (ops.arange(size, dtype="float32") + 0.5) * scale
-    pixels = ops.arange(ops.cast(length, "int32"), dtype="float32") + 0.5
+    pixels = ops.arange(count, dtype="float32") + 0.5
     w = ops.relu(1.0 - ops.abs(pixels[None, :] - centres[:, None]) / radius)
     return w / ops.sum(w, axis=1, keepdims=True)
 
