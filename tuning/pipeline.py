@@ -118,10 +118,9 @@ def parse_objectives(text: str) -> list[str]:
 def auto_objective(dataset: Path) -> tuple[str, str]:
     """(objective, why) for ``--objective auto``: balanced accuracy when class weights are in use (the prepared
     classes are unequal, so plain accuracy would reward ignoring the small ones), accuracy otherwise."""
-    from tuning.data.prepare import cache_settings
+    from tuning.data.prepare import weighted_classes
 
-    settings = cache_settings(dataset)
-    if settings is not None and settings[2] == "weights":
+    if weighted_classes(dataset):
         return "val_balanced_accuracy", "auto: the dataset is prepared with class weights (classes of unequal size)"
     return "val_accuracy", "auto: the prepared classes are balanced"
 

@@ -73,7 +73,7 @@ def test_prepare_skips_unreadable_files_with_reasons_and_marks_copies(messy: Pat
 
 
 def test_prepare_balances_classes_and_caches_rgb_uint8(messy: Path) -> None:
-    report = prepare(messy, size=16, seed=0)
+    report = prepare(messy, size=16, seed=0, balance="undersample")
     assert report.available == {"cats": 8, "dogs": 9}
     assert report.kept == {"cats": 8, "dogs": 8}
     data = load_prepared(messy, 16)
@@ -263,6 +263,15 @@ def test_old_manifests_without_file_stamps_are_described_once_keeping_statuses(m
     assert again[rows[0]["path"]]["status"] == "rejected" and all(r["bytes"] and r["mtime_ns"] for r in again.values())
 
 
+def test_by_default_every_image_is_kept_with_class_weights_and_per_class_alone_undersamples(messy: Path) -> None:
+    """The default measured better on the posters (docs/recipes.md); --per-class asks for a size per class."""
+    report = prepare(messy, size=16)
+    assert report.balance == "weights" and report.kept == {"cats": 8, "dogs": 9}
+    assert report.class_weights["cats"] > report.class_weights["dogs"]
+    sized = prepare(messy, size=16, per_class=5)
+    assert sized.balance == "undersample" and sized.kept == {"cats": 5, "dogs": 5}
+
+
 def test_a_truncated_cache_is_rebuilt_and_stale_tmp_files_are_removed(messy: Path) -> None:
     load_prepared(messy, 16)
     path = cache_path(messy, 16)
@@ -272,7 +281,7 @@ def test_a_truncated_cache_is_rebuilt_and_stale_tmp_files_are_removed(messy: Pat
     fresh.write_bytes(b"being written")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     data = load_prepared(messy, 16)
-    assert len(data.y) == 16
+    assert len(data.y) == 17  # every usable image: --balance weights is the default
     with np.load(path) as npz:
         assert npz["x"].shape == data.x.shape
     assert not stale.exists() and fresh.exists()  # a concurrent prepare's own file is left alone
