@@ -14,7 +14,7 @@ import pytest
 
 from tuning.models import build_model
 from tuning.space import SearchSpace, load_space
-from tuning.train import TrialData, compile_model, earliest_stop, learning_rate, make_dataset, train_trial
+from tuning.train import TrialData, compile_model, earliest_stop, learning_rate, make_batches, train_trial
 
 N_CLASSES = 3
 
@@ -148,7 +148,7 @@ def test_earliest_stop_spares_a_cosine_schedule_its_first_two_thirds() -> None:
 
 def _val_metrics(model: Any, data: TrialData, params: dict[str, Any]) -> dict[str, float]:
     x, y, _ = data.split(32, str(params["split"]))["val"]
-    return model.evaluate(make_dataset(x, y, N_CLASSES, 16, shuffle_seed=None), verbose=0, return_dict=True)
+    return model.evaluate(make_batches(x, y, N_CLASSES, 16, shuffle_seed=None), verbose=0, return_dict=True)
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from tuning.metrics import confusion_matrix, macro_roc_auc, seed_summary, summar
 from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
-from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+from tuning.train import EpochHook, TrialData, make_batches, train_trial
 from tuning.trials import best_trial as _best_trial
 from tuning.trials import direction
 
@@ -69,11 +69,9 @@ class _TrainPlusVal(TrialData):
         super().__init__(base.dataset, seed=base.seed, test_fraction=base.test_fraction)
         self._arrays = base._arrays  # share the arrays already loaded
 
-    def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        views = super().split(image_size, scheme)
-        merged = tuple(np.concatenate([a, b]) for a, b in zip(views["train"], views["val"]))
-        empty = tuple(a[:0] for a in views["val"])
-        return {"train": merged, "val": empty, "test": views["test"]}  # type: ignore[dict-item]
+    def split_rows(self, image_size: int, scheme: str) -> dict[str, np.ndarray]:
+        rows = super().split_rows(image_size, scheme)
+        return {"train": np.concatenate([rows["train"], rows["val"]]), "val": rows["val"][:0], "test": rows["test"]}
 
 
 def best_epoch_count(history: Mapping[str, list[float]], objective: str) -> int:
@@ -124,9 +122,12 @@ def retrain_and_test(
         if result.status != "complete":
             raise StudyError(f"retraining the best configuration (seed {config.seed + k}) {result.status}: "
                              f"{result.reason}")
-        views = data.split(int(params["image_size"]), str(params["split"]))
-        x, y, ids = views["test"]
-        batches = make_dataset(x, y, len(data.classes), 64, shuffle_seed=None)
+        size = int(params["image_size"])
+        split_rows = data.split_rows(size, str(params["split"]))
+        test_rows = split_rows["test"]
+        arrays = data.arrays(size)
+        y, ids = arrays.y[test_rows], arrays.ids[test_rows]
+        batches = make_batches(arrays.x, arrays.y, len(data.classes), 64, shuffle_seed=None, indices=test_rows)
         shipped = inference_model(config.model, params, result.model, len(data.classes))  # tested as shipped
         probs = np.asarray(shipped.predict(batches, verbose=0), dtype=np.float64)
         pred = probs.argmax(axis=1)
@@ -144,7 +145,7 @@ def retrain_and_test(
             "val_accuracy": result.val_accuracy,
             "roc_auc_macro": auc,
             "roc_auc_per_class": dict(zip(data.classes, auc_per_class)),
-            "split_sizes": {name: int(len(v[1])) for name, v in views.items()},
+            "split_sizes": {name: int(len(rows)) for name, rows in split_rows.items()},
             "history": result.history,
             "seconds": result.seconds,
             "seed": config.seed,

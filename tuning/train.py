@@ -1,8 +1,8 @@
 """One trial = one function: every engine calls ``train_trial``; nothing else trains.
 
-Data reach ``fit`` through a ``tf.data`` pipeline over the cached uint8 arrays (its epoch time is within 0.3% of
-training on tensors already in memory: BENCHMARKS.md, "Input pipeline"), and every trial starts from a cleared
-Keras session so memory stays flat across a long study.
+Data reach ``fit`` as a ``keras.utils.PyDataset`` over the cached uint8 arrays (memory-mapped), the same batches
+on the TensorFlow, JAX and PyTorch backends (``make_batches``), and every trial starts from a cleared Keras
+session so memory stays flat across a long study. What differs per backend lives in ``tuning.runtime``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tuning import runtime
 from tuning.data.prepare import Prepared, load_prepared
 from tuning.data.splits import TEST, TRAIN, VAL, assign_folds, assign_splits
 from tuning.errors import DataError, UnknownNameError
@@ -109,9 +110,14 @@ class TrialData:
     def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``{"train"|"val"|"test": (x, y, ids)}`` for one image size and split scheme."""
         data = self.arrays(image_size)
-        codes = self.codes(data, scheme)
-        return {name: (data.x[codes == c], data.y[codes == c], data.ids[codes == c])
-                for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+        return {name: (data.x[rows], data.y[rows], data.ids[rows])
+                for name, rows in self.split_rows(image_size, scheme).items()}
+
+    def split_rows(self, image_size: int, scheme: str) -> dict[str, np.ndarray]:
+        """``{"train"|"val"|"test": row indices into arrays(image_size)}``: what ``split`` copies, as indices, so
+        training reads its batches from the (memory-mapped) cache instead of a copy of each split."""
+        codes = self.codes(self.arrays(image_size), scheme)
+        return {name: np.flatnonzero(codes == c) for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
     def codes(self, data: Prepared, scheme: str) -> np.ndarray:
         """TRAIN/VAL/TEST/UNUSED per prepared image for ``scheme`` (or for this view's fold: see ``with_fold``).
@@ -164,15 +170,46 @@ def check_trainable(data: TrialData, space: SearchSpace, *, folds: int = 1) -> N
                 )
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None) -> Any:
-    """Batches of (uint8 image, one-hot label); shuffled each epoch when a seed is given."""
-    import tensorflow as tf
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of ``n`` training images in ``epoch``: a permutation drawn from (seed, epoch) alone, so every
+    backend, every resumed trial and every worker process sees the same batches for a seed."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda a, b: (a, tf.one_hot(b, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+def make_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
+                 indices: np.ndarray | None = None) -> Any:
+    """Batches of (uint8 image, one-hot float32 label) as a ``keras.utils.PyDataset``, which ``fit`` takes on
+    every backend; reshuffled each epoch (``epoch_order``) when a seed is given, the last batch partial.
+
+    ``x`` may be memory-mapped (``load_prepared`` maps the cache) and ``indices`` picks the split's rows, so a
+    trial holds only the batches in flight, not a copy of the split. Scaling and augmentation stay in the model.
+    Against the tf.data pipeline it replaces (TensorFlow backend, same model and data, one run): BENCHMARKS.md
+    "Backends"; class weights are ``fit``'s ``class_weight``, which Keras applies to these batches too.
+    """
+    import keras
+
+    rows = np.arange(len(x)) if indices is None else np.asarray(indices)
+    eye = np.eye(n_classes, dtype=np.float32)
+
+    class _Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self.order = rows if shuffle_seed is None else rows[epoch_order(len(rows), shuffle_seed, 0)]
+
+        def __len__(self) -> int:
+            return math.ceil(len(rows) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            take = self.order[index * batch_size:(index + 1) * batch_size]
+            return np.asarray(x[take]), eye[np.asarray(y)[take]]
+
+        def on_epoch_end(self) -> None:
+            if shuffle_seed is not None:
+                self.epoch += 1
+                self.order = rows[epoch_order(len(rows), shuffle_seed, self.epoch)]
+
+    return _Batches()
 
 
 def learning_rate(params: Mapping[str, Any], *, epochs: int = 1, steps_per_epoch: int = 1) -> Any:
@@ -232,7 +269,7 @@ def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
     class _Hook(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
             logs = dict(logs or {})
-            if any(not math.isfinite(v) for v in logs.values()):
+            if runtime.non_finite(logs) is not None:
                 state["failed"] = f"loss became {logs.get('loss')} at epoch {epoch + 1}"
                 self.model.stop_training = True
             elif hook(epoch, logs):
@@ -329,7 +366,8 @@ def train_trial(
     keras.utils.set_random_seed(seed)
     params = dict(params)
     size = int(params["image_size"])
-    views = data.split(size, str(params["split"]))
+    rows = data.split_rows(size, str(params["split"]))
+    arrays = data.arrays(size)
     n_classes = len(data.classes)
     state: dict[str, Any] = {}
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
@@ -349,14 +387,17 @@ def train_trial(
             return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}",
                                objective_name=objective)
         batch = int(params["batch_size"])
-        compile_model(model, params, epochs=epochs, steps_per_epoch=math.ceil(len(views["train"][0]) / batch))
+        compile_model(model, params, epochs=epochs, steps_per_epoch=math.ceil(len(rows["train"]) / batch))
         history = model.fit(
-            make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
-            validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),
-            epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False,  # the dataset shuffles itself
+            make_batches(arrays.x, arrays.y, n_classes, batch, shuffle_seed=seed, indices=rows["train"]),
+            validation_data=make_batches(arrays.x, arrays.y, n_classes, batch, shuffle_seed=None,
+                                         indices=rows["val"]),
+            epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False,  # the batches shuffle themselves
             class_weight=data.class_weight(size),
         ).history
-    except (MemoryError, _resource_exhausted()) as exc:
+    except runtime.out_of_memory_errors() as exc:
+        if not runtime.is_out_of_memory(exc):
+            raise
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",
                            seconds=time.perf_counter() - start, objective_name=objective)
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
@@ -367,8 +408,3 @@ def train_trial(
     del model
     return result
 
-
-def _resource_exhausted() -> type[BaseException]:
-    import tensorflow as tf
-
-    return tf.errors.ResourceExhaustedError
