@@ -580,6 +580,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--precision", default="auto", show_default=True,
               help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
+@click.option("--backend", default=None, metavar="auto|tensorflow|jax|torch",
+              help="Keras backend to train on [KERAS_BACKEND, else auto: the package's measured choice for this "
+                   "device and model]; a resumed study keeps its own.")
 @click.option("--tensorboard", is_flag=True,
               help="Write TensorBoard scalars and HParams to runs/<study>/tensorboard/ (needs tuning[tensorboard]).")
 @click.option("--track", "track", multiple=True, metavar="mlflow[:URI]",
@@ -600,6 +603,7 @@ def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[s
         parse_lr_range(options["lr_range"])  # a typo fails before TensorFlow's start-up
 
     chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
+    options["backend"] = runtime.requested_backend(options["backend"])  # set before anything imports keras
     request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
                             **options)  # other options are named as its fields
     _quiet_libraries()
@@ -719,19 +723,24 @@ def dashboard(study: str, host: str, port: int) -> None:
               help="train: keep the best validation epoch; train+val: train for the best trial's best epoch count.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Retrain with this many seeds; the first seed's model is kept, the spread is reported.")
+@click.option("--backend", default=None, metavar="auto|tensorflow|jax|torch",
+              help="Keras backend to retrain on [KERAS_BACKEND, else the study's own].")
 @handle_errors
-def retrain(study: str, fit_on: str, seeds: int) -> None:
+def retrain(study: str, fit_on: str, seeds: int, backend: str | None) -> None:
     """Retrain the study's best configuration from scratch, test it once, rebuild report and export."""
-    runtime.load_tensorflow()
-    from tuning.evaluate import retrain_study
-    from tuning.export import export_study
     from tuning.pipeline import study_folder
-    from tuning.report import build_report
     from tuning.study import read_config
 
-    _quiet_libraries()
     folder = study_folder(study)
-    read_config(folder)  # a missing study fails before the progress line
+    config = read_config(folder)  # a missing study fails before the progress line
+    chosen = runtime.requested_backend(backend)
+    runtime.use_backend(config.backend if chosen == "auto" else chosen)  # before anything imports keras
+    runtime.load_backend()
+    from tuning.evaluate import retrain_study
+    from tuning.export import export_study
+    from tuning.report import build_report
+
+    _quiet_libraries()
     click.echo(f"Retraining {folder} on {fit_on} with {seeds} seed(s), then one test evaluation each...")
     m = retrain_study(folder, fit_on=fit_on, seeds=seeds)
     low, high = m["accuracy_ci95"]

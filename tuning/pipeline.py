@@ -57,6 +57,9 @@ class SearchRequest:
     storage: str | None = None
     seed: int = 0
     precision: str = "auto"
+    #: ``tensorflow``, ``jax``, ``torch`` or ``auto`` (``runtime.AUTO_BACKENDS``; a resumed study keeps its own).
+    #: The CLI passes ``runtime.requested_backend(--backend)``, so ``KERAS_BACKEND`` counts when no flag is given.
+    backend: str = "auto"
     runs: Path = Path("runs")
     #: ``--track`` specs (``tensorboard``, ``mlflow[:URI]``): trackers that receive every progress event.
     track: tuple[str, ...] = ()
@@ -146,10 +149,12 @@ def _check_request(request: SearchRequest) -> None:
     """Every option that names something, checked before the dataset is read or a file written."""
     from tuning.engines.kerastuner_engine import TUNERS
     from tuning.engines.optuna_engine import PRUNERS, SAMPLERS, check_sampler
-    from tuning.runtime import PRECISIONS
+    from tuning.runtime import BACKEND_CHOICES, PRECISIONS
 
     if request.precision not in PRECISIONS:
         raise UnknownNameError("--precision", request.precision, PRECISIONS)
+    if request.backend not in BACKEND_CHOICES:
+        raise UnknownNameError("--backend", request.backend, BACKEND_CHOICES)
     if request.engine not in ENGINES:
         raise UnknownNameError("engine", request.engine, ENGINES)
     samplers = {"optuna": SAMPLERS, "kerastuner": TUNERS, "staged": (DEFAULT_SAMPLERS["staged"],)}[request.engine]
@@ -200,7 +205,10 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
 
     _check_request(request)
     raw_dir(request.data)
-    settings = dict(settings) if settings is not None else runtime.resolve(precision=request.precision)
+    if settings is None:
+        settings = runtime.resolve(precision=request.precision, backend=choose_backend(request))
+    else:
+        settings = {"backend": "tensorflow" if request.backend == "auto" else request.backend, **settings}
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget, run_finder=run_finder)
@@ -234,6 +242,36 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
     if old is not None:
         _check_resume(folder, old, config)
     return config, space, folder, budget
+
+
+def choose_backend(request: SearchRequest) -> str:
+    """The backend the search trains on, made the one Keras loads here and in its workers (``runtime.use_backend``);
+    call before anything imports keras.
+
+    Resuming, ``auto`` keeps the study's own backend and another explicit one is an error naming both (trials
+    of one study are compared with each other); a new study's ``auto`` follows ``runtime.AUTO_BACKENDS``. The
+    study is looked up where the search will put it (``--budget auto`` guessed from the GPU driver's files, as
+    no backend may be imported yet; the resume check after device detection catches a wrong guess).
+    """
+    from tuning import runtime
+
+    _check_request(request)
+    budget = request.budget if request.budget != "auto" else ("full" if runtime.cuda_present() else "quick")
+    folder = study_folder(request.study or f"{request.model}-{Path(request.data).name}-{budget}", request.runs)
+    old = None
+    if study_paths(folder)["config"].exists():
+        try:
+            old = read_config(folder)
+        except StudyError:
+            old = None  # an unreadable config: the full resolution says so, with its path
+    backend = request.backend
+    if old is not None:
+        if backend not in ("auto", old.backend):
+            raise StudyError(_resume_message(folder, "backend", old.backend, backend))
+        backend = old.backend
+    elif backend == "auto":
+        backend = runtime.auto_backend(request.model)
+    return runtime.use_backend(backend)
 
 
 def resolve_config(request: SearchRequest, *, settings: Mapping[str, Any] | None = None) -> StudyConfig:
@@ -327,7 +365,7 @@ def _reduced(space: SearchSpace, budget: str) -> dict[str, Any]:
 RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "sampler": "--sampler",
                "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
                "repeats": "--repeats", "cv": "--cv", "storage": "--storage", "precision": "--precision",
-               "space": "--space"}
+               "backend": "--backend", "space": "--space"}
 
 
 def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
@@ -337,7 +375,7 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
         raise StudyError(f"{folder} holds a study whose images were split by an earlier version of the toolkit "
                          f"(split version {old.split_version}, now {config.split_version}), so resumed trials would "
                          "be scored on other images; pass --study NEW_NAME for a new study")
-    for key, option in RESUME_KEYS.items():
+    for key in RESUME_KEYS:
         was, now = getattr(old, key), getattr(config, key)
         if was == now:
             continue
@@ -345,15 +383,20 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
             differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
             shown = f"a search space that differs in {', '.join(differ)}"
             hint = "the same --space, --preset and --params"
-        else:
-            shown, hint = f"{key} {_shown(key, was)}, not {_shown(key, now)}", f"{option} {_shown(key, was, bare=True)}"
-        raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
-                         "or pass --study NEW_NAME for a new study")
+            raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
+                             "or pass --study NEW_NAME for a new study")
+        raise StudyError(_resume_message(folder, key, was, now))
     if old.dataset_sha256 and old.dataset_sha256 != config.dataset_sha256:
         raise StudyError(f"{folder}: the images in {config.dataset}/raw (or their groups) changed since the study "
                          "started (content "
                          f"sha256 {old.dataset_sha256[:12]}, now {config.dataset_sha256[:12]}); restore them to "
                          "resume, or pass --study NEW_NAME to search the new data")
+
+
+def _resume_message(folder: Path, key: str, was: Any, now: Any) -> str:
+    """A resume asking for another value of ``key`` than the study has: both values and the option to fix it."""
+    return (f"{folder} holds a study with {key} {_shown(key, was)}, not {_shown(key, now)}; rerun with "
+            f"{RESUME_KEYS[key]} {_shown(key, was, bare=True)} to resume it, or pass --study NEW_NAME for a new study")
 
 
 def _shown(key: str, value: Any, *, bare: bool = False) -> str:

@@ -88,7 +88,10 @@ def load_tensorflow() -> bool:
 # ----- which backend ---------------------------------------------------------------------------------------
 def installed(backend: str) -> bool:
     """Whether the backend's package is importable here (looked up, not imported)."""
-    return importlib.util.find_spec(backend) is not None
+    try:
+        return importlib.util.find_spec(backend) is not None
+    except (ImportError, ValueError):  # an import hook refusing it, or a module entry set to None
+        return False
 
 
 def requested_backend(value: str | None) -> str:
@@ -318,11 +321,13 @@ def out_of_memory_errors() -> tuple[type[BaseException], ...]:
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` (one of ``out_of_memory_errors()``) means memory ran out, not another failure: torch
     raises torch.cuda.OutOfMemoryError or a RuntimeError saying 'out of memory' (its CPU allocator), JAX an
-    XlaRuntimeError starting RESOURCE_EXHAUSTED, TensorFlow ResourceExhaustedError."""
+    XlaRuntimeError starting RESOURCE_EXHAUSTED, TensorFlow ResourceExhaustedError; torch's CPU allocator says
+    "can't allocate memory" instead."""
     if isinstance(exc, MemoryError) or type(exc).__name__ in ("OutOfMemoryError", "ResourceExhaustedError"):
         return True
-    text = str(exc)
-    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+    text = str(exc).lower()
+    return any(sign in text for sign in ("resource_exhausted", "out of memory", "can't allocate memory",
+                                         "cannot allocate memory"))
 
 
 def non_finite(logs: Mapping[str, Any]) -> str | None:

@@ -41,6 +41,7 @@ class TrialResult:
     precision: str = "float32"  # the dtype policy it trained under
     #: The study's objective: it decides which epoch is "best" (highest val_accuracy, lowest val_loss).
     objective_name: str = "val_accuracy"
+    backend: str = "tensorflow"  # the Keras backend it trained on
 
     @property
     def epochs(self) -> int:
@@ -404,7 +405,8 @@ def train_trial(
     seconds = time.perf_counter() - start
     status: TrialStatus = "failed" if "failed" in state else "pruned" if state.get("pruned") else "complete"
     result = TrialResult(params, status, history, seconds, state.get("failed", ""),
-                         model if keep_model and status == "complete" else None, policy.name, objective)
+                         model if keep_model and status == "complete" else None, policy.name, objective,
+                         str(keras.config.backend()))
     del model
     return result
 
