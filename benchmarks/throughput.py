@@ -9,9 +9,9 @@ numbers in, the same maths, only the kernels differ.
 
     KERAS_BACKEND=jax python benchmarks/throughput.py --model vgg16 --width 0.25 --size 96 --batch 32 --steps 10
 
-``--pipeline`` (TensorFlow only) also times whole epochs fed by the toolkit's ``tuning.train.make_batches`` (a
-PyDataset) against the tf.data pipeline it replaced and against tensors already batched, one-hot and float32 in
-memory; it prints the ratios.
+``--pipeline`` (TensorFlow only) also times whole epochs fed by the toolkit's two batch paths
+(``tuning.train.neutral_batches``, a PyDataset, and ``tf_data_batches``) against the tf.data pipeline used before
+and against tensors already batched, one-hot and float32 in memory; it prints the ratios.
 """
 
 from __future__ import annotations
@@ -103,14 +103,15 @@ def tf_data_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: in
 
 
 def pipeline_ratio(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Median epoch seconds of one compiled model fed three ways, in alternation (A B C A B C ...) so drift on a
-    shared machine hits all: the toolkit's ``make_batches`` (a PyDataset over a memory-mapped uint8 file, as
-    trials read the cache), the tf.data pipeline it replaced, and float32 one-hot tensors cached in memory."""
+    """Median epoch seconds of one compiled model fed four ways, in alternation (A B C D A B C D ...) so drift on
+    a shared machine hits all: the toolkit's neutral batches (a PyDataset over a memory-mapped uint8 file, as
+    JAX and PyTorch trials read the cache), its tf.data batches (TensorFlow trials; same order), the tf.data
+    pipeline it used before (tf's own shuffle), and float32 one-hot tensors cached in memory."""
     import tempfile
 
     import tensorflow as tf
 
-    from tuning.train import make_batches
+    from tuning.train import neutral_batches, tf_data_batches
 
     n = args.batch * args.steps
     x, y = x[:n], y[:n]
@@ -118,8 +119,9 @@ def pipeline_ratio(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> di
         np.save(Path(tmp) / "x.npy", x)
         mapped = np.load(Path(tmp) / "x.npy", mmap_mode="r")
         inputs = {
-            "pydataset": make_batches(mapped, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
-            "tf_data": tf_data_dataset(x, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
+            "pydataset": neutral_batches(mapped, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
+            "tf_data": tf_data_batches(mapped, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
+            "old_tf_data": tf_data_dataset(x, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
             "memory": tf.data.Dataset.from_tensor_slices((x.astype(np.float32), one_hot(y))).batch(args.batch).cache(),
         }
         for _ in inputs["memory"]:  # materialise the cache before timing
@@ -135,8 +137,11 @@ def pipeline_ratio(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> di
                 model.fit(ds, epochs=1, verbose=0, shuffle=False)
                 times[name].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    return {**{f"epoch_s_{k}": v for k, v in med.items()}, "pydataset_over_tf_data": med["pydataset"] / med["tf_data"],
-            "pipeline_ratio": med["pydataset"] / med["memory"], "epoch_images": n, "timed_epochs": args.epochs}
+    return {**{f"epoch_s_{k}": v for k, v in med.items()},
+            "pydataset_over_tf_data": med["pydataset"] / med["tf_data"],
+            "pydataset_over_old_tf_data": med["pydataset"] / med["old_tf_data"],
+            "tf_data_over_old_tf_data": med["tf_data"] / med["old_tf_data"],
+            "pipeline_ratio": med["tf_data"] / med["memory"], "epoch_images": n, "timed_epochs": args.epochs}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -603,7 +603,6 @@ def search(data_dir: Path, params: str | None, tensorboard: bool, track: tuple[s
         parse_lr_range(options["lr_range"])  # a typo fails before TensorFlow's start-up
 
     chosen = tuple(p.strip() for p in params.split(",") if p.strip()) if params is not None else None
-    options["backend"] = runtime.requested_backend(options["backend"])  # set before anything imports keras
     request = SearchRequest(data=data_dir, params=chosen, track=(("tensorboard",) if tensorboard else ()) + track,
                             **options)  # other options are named as its fields
     _quiet_libraries()

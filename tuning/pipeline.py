@@ -57,9 +57,9 @@ class SearchRequest:
     storage: str | None = None
     seed: int = 0
     precision: str = "auto"
-    #: ``tensorflow``, ``jax``, ``torch`` or ``auto`` (``runtime.AUTO_BACKENDS``; a resumed study keeps its own).
-    #: The CLI passes ``runtime.requested_backend(--backend)``, so ``KERAS_BACKEND`` counts when no flag is given.
-    backend: str = "auto"
+    #: ``tensorflow``, ``jax``, ``torch`` or ``auto`` (``runtime.AUTO_BACKENDS``; a resumed study keeps its own);
+    #: None: ``KERAS_BACKEND`` when set (a notebook that chose one keeps it), else auto.
+    backend: str | None = None
     runs: Path = Path("runs")
     #: ``--track`` specs (``tensorboard``, ``mlflow[:URI]``): trackers that receive every progress event.
     track: tuple[str, ...] = ()
@@ -149,12 +149,11 @@ def _check_request(request: SearchRequest) -> None:
     """Every option that names something, checked before the dataset is read or a file written."""
     from tuning.engines.kerastuner_engine import TUNERS
     from tuning.engines.optuna_engine import PRUNERS, SAMPLERS, check_sampler
-    from tuning.runtime import BACKEND_CHOICES, PRECISIONS
+    from tuning.runtime import PRECISIONS, requested_backend
 
     if request.precision not in PRECISIONS:
         raise UnknownNameError("--precision", request.precision, PRECISIONS)
-    if request.backend not in BACKEND_CHOICES:
-        raise UnknownNameError("--backend", request.backend, BACKEND_CHOICES)
+    requested_backend(request.backend)
     if request.engine not in ENGINES:
         raise UnknownNameError("engine", request.engine, ENGINES)
     samplers = {"optuna": SAMPLERS, "kerastuner": TUNERS, "staged": (DEFAULT_SAMPLERS["staged"],)}[request.engine]
@@ -208,7 +207,8 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
     if settings is None:
         settings = runtime.resolve(precision=request.precision, backend=choose_backend(request))
     else:
-        settings = {"backend": "tensorflow" if request.backend == "auto" else request.backend, **settings}
+        requested = runtime.requested_backend(request.backend)
+        settings = {"backend": "tensorflow" if requested == "auto" else requested, **settings}
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget, run_finder=run_finder)
@@ -248,8 +248,9 @@ def choose_backend(request: SearchRequest) -> str:
     """The backend the search trains on, made the one Keras loads here and in its workers (``runtime.use_backend``);
     call before anything imports keras.
 
-    Resuming, ``auto`` keeps the study's own backend and another explicit one is an error naming both (trials
-    of one study are compared with each other); a new study's ``auto`` follows ``runtime.AUTO_BACKENDS``. The
+    Resuming, ``auto`` (and ``KERAS_BACKEND`` alone, set shell-wide) keeps the study's own backend and another
+    explicit one is an error naming both (trials of one study are compared with each other); a new study takes
+    the request, else ``KERAS_BACKEND``, else ``auto`` (``runtime.AUTO_BACKENDS``). The
     study is looked up where the search will put it (``--budget auto`` guessed from the GPU driver's files, as
     no backend may be imported yet; the resume check after device detection catches a wrong guess).
     """
@@ -264,10 +265,10 @@ def choose_backend(request: SearchRequest) -> str:
             old = read_config(folder)
         except StudyError:
             old = None  # an unreadable config: the full resolution says so, with its path
-    backend = request.backend
+    backend = runtime.requested_backend(request.backend)
     if old is not None:
-        if backend not in ("auto", old.backend):
-            raise StudyError(_resume_message(folder, "backend", old.backend, backend))
+        if request.backend not in (None, "auto", old.backend):  # KERAS_BACKEND alone is ambient: the study wins
+            raise StudyError(_resume_message(folder, "backend", old.backend, request.backend))
         backend = old.backend
     elif backend == "auto":
         backend = runtime.auto_backend(request.model)

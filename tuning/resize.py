@@ -18,12 +18,16 @@ from keras import ops
 
 
 def _weights(length: Any, size: int) -> Any:
-    """(size, length) float32 rows that average the input pixels under each output pixel's triangle."""
+    """(size, length) float32 rows that average the input pixels under each output pixel's triangle.
+
+    ``length`` is a tensor in a TensorFlow graph with unknown image sizes and a Python int under JAX and PyTorch
+    (static shapes): there it stays an int for ``arange``, which JAX cannot trace with a computed length."""
+    count = length if isinstance(length, int) else ops.cast(length, "int32")
     length = ops.cast(length, "float32")
     scale = length / size  # input pixels per output pixel
     radius = ops.maximum(scale, 1.0)
     centres = (ops.arange(size, dtype="float32") + 0.5) * scale
-    pixels = ops.arange(ops.cast(length, "int32"), dtype="float32") + 0.5
+    pixels = ops.arange(count, dtype="float32") + 0.5
     w = ops.relu(1.0 - ops.abs(pixels[None, :] - centres[:, None]) / radius)
     return w / ops.sum(w, axis=1, keepdims=True)
 

@@ -1,8 +1,9 @@
 """One trial = one function: every engine calls ``train_trial``; nothing else trains.
 
-Data reach ``fit`` as a ``keras.utils.PyDataset`` over the cached uint8 arrays (memory-mapped), the same batches
-on the TensorFlow, JAX and PyTorch backends (``make_batches``), and every trial starts from a cleared Keras
-session so memory stays flat across a long study. What differs per backend lives in ``tuning.runtime``.
+Data reach ``fit`` as the same batches on the TensorFlow, JAX and PyTorch backends (``make_batches``: a
+``keras.utils.PyDataset`` over the memory-mapped cache, a tf.data pipeline on TensorFlow, where it is faster),
+and every trial starts from a cleared Keras session so memory stays flat across a long study. What differs per
+backend lives in ``tuning.runtime``.
 """
 
 from __future__ import annotations
@@ -179,13 +180,29 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def make_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
                  indices: np.ndarray | None = None) -> Any:
-    """Batches of (uint8 image, one-hot float32 label) as a ``keras.utils.PyDataset``, which ``fit`` takes on
-    every backend; reshuffled each epoch (``epoch_order``) when a seed is given, the last batch partial.
+    """Batches of (uint8 image, one-hot float32 label) for ``fit``, ``evaluate`` and ``predict`` on the loaded
+    backend; reshuffled each epoch (``epoch_order``) when a seed is given, the last batch partial; the same
+    images in the same order on every backend. ``indices``: the split's rows of ``x``.
 
-    ``x`` may be memory-mapped (``load_prepared`` maps the cache) and ``indices`` picks the split's rows, so a
-    trial holds only the batches in flight, not a copy of the split. Scaling and augmentation stay in the model.
-    Against the tf.data pipeline it replaces (TensorFlow backend, same model and data, one run): BENCHMARKS.md
-    "Backends"; class weights are ``fit``'s ``class_weight``, which Keras applies to these batches too.
+    JAX and PyTorch get ``neutral_batches`` (a PyDataset reading the memory-mapped cache). TensorFlow keeps a
+    tf.data pipeline (``tf_data_batches``): the PyDataset took 1.05x-2.2x the epoch time of tf.data there (8
+    paired runs, VGG16- and AlexNet-style at 64 px, same model and data side by side in one process, 2 shared
+    cores; BENCHMARKS.md "Backends"), since Keras feeds a PyDataset to TensorFlow through a Python generator
+    while tf.data gathers and one-hots in parallel C++. That path copies the split into memory, as before.
+    """
+    import keras
+
+    make = tf_data_batches if keras.config.backend() == "tensorflow" else neutral_batches
+    return make(x, y, n_classes, batch_size, shuffle_seed=shuffle_seed, indices=indices)
+
+
+def neutral_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
+                    indices: np.ndarray | None = None) -> Any:
+    """``make_batches`` as a ``keras.utils.PyDataset``, which ``fit`` takes on every backend.
+
+    ``x`` may be memory-mapped (``load_prepared`` maps the cache): each batch reads its rows, so a trial holds
+    only the batches in flight, not a copy of the split. Scaling and augmentation stay in the model; class
+    weights are ``fit``'s ``class_weight``, which Keras applies to these batches too.
     """
     import keras
 
@@ -211,6 +228,29 @@ def make_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, 
                 self.order = rows[epoch_order(len(rows), shuffle_seed, self.epoch)]
 
     return _Batches()
+
+
+def tf_data_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
+                    indices: np.ndarray | None = None) -> Any:
+    """``make_batches`` as a tf.data pipeline (TensorFlow only): the split's images copied into one tensor, and
+    each pass over the dataset (``fit`` starts one per epoch) taking the next ``epoch_order``."""
+    import itertools
+
+    import tensorflow as tf
+
+    rows = np.arange(len(x)) if indices is None else np.asarray(indices)
+    images = tf.constant(np.asarray(x[rows]))
+    labels = tf.one_hot(tf.constant(np.asarray(y)[rows]), n_classes)
+    epochs = itertools.count()
+
+    def order() -> Any:
+        epoch = next(epochs)
+        yield np.arange(len(rows)) if shuffle_seed is None else epoch_order(len(rows), shuffle_seed, epoch)
+
+    ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec((None,), tf.int64)).unbatch()
+    ds = ds.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def learning_rate(params: Mapping[str, Any], *, epochs: int = 1, steps_per_epoch: int = 1) -> Any:
