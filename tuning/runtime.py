@@ -28,23 +28,24 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 
 #: ``--backend auto``: backends in order of preference per (device kind, model), first installed wins; "*" is
 #: any other model. CPU rows: measured on this project's 2-core CPU with bf16 units (BENCHMARKS.md "Backends":
-#: TensorFlow under mixed_bfloat16, its auto precision, was the fastest for both models in both rounds, 3.7x
-#: (VGG16) and 5.7x (AlexNet) the best PyTorch or JAX setting; then PyTorch and JAX, for installs without
-#: TensorFlow). GPU rows: not measured (no GPU here). In float32 on CPU, PyTorch eager once ran the VGG16-style
-#: net 1.5-2.6x faster than TensorFlow (BENCHMARKS.md "Keras backends, XLA and the input pipeline"), but
-#: TensorFlow's cuDNN path is the tested one, so TensorFlow first until a GPU run (benchmarks/gpu_check.sh) says
-#: otherwise.
+#: TensorFlow under mixed_bfloat16, its auto precision, was the fastest for both models in all three rounds, on
+#: the quiet machine 4.0x (VGG16) and 5.1x (AlexNet) the best JAX or PyTorch setting. For installs without
+#: TensorFlow, in float32 (their auto precision): JAX ran AlexNet faster than PyTorch in every round, VGG16 was
+#: split one round each). GPU rows: not measured (no GPU here). In float32 on CPU, PyTorch eager once ran the
+#: VGG16-style net 1.5-2.6x faster than TensorFlow (BENCHMARKS.md "Keras backends, XLA and the input pipeline"),
+#: but TensorFlow's cuDNN path is the tested one, so TensorFlow first until a GPU run (benchmarks/gpu_check.sh)
+#: says otherwise.
 AUTO_BACKENDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("cpu", "vgg16"): ("tensorflow", "torch", "jax"),
-    ("cpu", "alexnet"): ("tensorflow", "torch", "jax"),
-    ("cpu", "*"): ("tensorflow", "torch", "jax"),
+    ("cpu", "alexnet"): ("tensorflow", "jax", "torch"),
+    ("cpu", "*"): ("tensorflow", "jax", "torch"),
     ("gpu", "*"): ("tensorflow", "torch", "jax"),  # unmeasured: see above
 }
 
 #: Keras dtype policies a search may train under. ``auto`` (``auto_precision``): mixed_bfloat16 for TensorFlow
 #: on a CPU with bfloat16 units (1.4x to 4.4x faster here, same losses; BENCHMARKS.md "Precision"), float32
-#: elsewhere: emulated bf16 is slower, PyTorch's and JAX's CPU bf16 was faster in one round and slower in the
-#: other (BENCHMARKS.md "Backends"), GPUs unmeasured. Exported models always compute in float32.
+#: elsewhere: emulated bf16 is slower, PyTorch's and JAX's CPU bf16 was faster in one of three rounds and not on
+#: the quiet machine (BENCHMARKS.md "Backends"), GPUs unmeasured. Exported models always compute in float32.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 

@@ -185,7 +185,7 @@ def make_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, 
     images in the same order on every backend. ``indices``: the split's rows of ``x``.
 
     JAX and PyTorch get ``neutral_batches`` (a PyDataset reading the memory-mapped cache). TensorFlow keeps a
-    tf.data pipeline (``tf_data_batches``): the PyDataset took 1.05x-2.2x the epoch time of tf.data there (8
+    tf.data pipeline (``tf_data_batches``): the PyDataset took 1.05x-2.2x the epoch time of tf.data there (11
     paired runs, VGG16- and AlexNet-style at 64 px, same model and data side by side in one process, 2 shared
     cores; BENCHMARKS.md "Backends"), since Keras feeds a PyDataset to TensorFlow through a Python generator
     while tf.data gathers and one-hots in parallel C++. That path copies the split into memory, as before.
