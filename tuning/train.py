@@ -248,9 +248,9 @@ def tf_data_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: in
         yield np.arange(len(rows)) if shuffle_seed is None else epoch_order(len(rows), shuffle_seed, epoch)
 
     ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec((None,), tf.int64)).unbatch()
-    ds = ds.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / batch_size)))
+    ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)  # the known length lets fit count steps (a generator's is unknown)
 
 
 def learning_rate(params: Mapping[str, Any], *, epochs: int = 1, steps_per_epoch: int = 1) -> Any:
