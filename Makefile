@@ -19,11 +19,12 @@ SEARCH_ARGS = --model $(MODEL) --data $(DATA) --engine $(ENGINE) --budget $(BUDG
 
 .PHONY: venv search test test-fast lint bench study engines-study report export clean distclean gpu-wheels
 
-# Reinstalls only when the package metadata changes; fast no-op otherwise.
+# Reinstalls only when the package metadata changes; fast no-op otherwise. With the JAX and PyTorch backends
+# (tuning[backends]) so the backend tests run; the default install (`pip install .`) stays TensorFlow only.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,backends]'
 	touch $@
 
 venv: $(STAMP)

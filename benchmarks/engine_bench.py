@@ -29,7 +29,7 @@ from tuning.engines.processes import run_workers  # noqa: E402
 from tuning.models import build_model  # noqa: E402
 from tuning.space import load_space  # noqa: E402
 from tuning.study import StudyConfig, default_storage, write_config  # noqa: E402
-from tuning.train import TrialData, compile_model, make_dataset  # noqa: E402
+from tuning.train import TrialData, compile_model, make_batches  # noqa: E402
 
 
 def config_for(folder: Path, space, trials: int, epochs: int) -> StudyConfig:  # noqa: ANN001
@@ -62,8 +62,8 @@ def overhead(data_dir: Path, work: Path, rounds: int, epochs: int) -> list[float
                             (int(params["image_size"]),) * 2 + (3,), n)
         compile_model(model, params)
         batch = int(params["batch_size"])
-        model.fit(make_dataset(*views["train"][:2], n, batch, shuffle_seed=0),
-                  validation_data=make_dataset(*views["val"][:2], n, batch, shuffle_seed=None),
+        model.fit(make_batches(*views["train"][:2], n, batch, shuffle_seed=0),
+                  validation_data=make_batches(*views["val"][:2], n, batch, shuffle_seed=None),
                   epochs=epochs, verbose=0, shuffle=False)
         plain = time.perf_counter() - start
         ratios.append(toolkit / plain)

@@ -9,8 +9,9 @@ numbers in, the same maths, only the kernels differ.
 
     KERAS_BACKEND=jax python benchmarks/throughput.py --model vgg16 --width 0.25 --size 96 --batch 32 --steps 10
 
-``--pipeline`` (TensorFlow only) also times whole epochs fed by the toolkit's ``tuning.train.make_dataset``
-against the same model fed from tensors already batched, one-hot and float32 in memory; it prints the ratio.
+``--pipeline`` (TensorFlow only) also times whole epochs fed by the toolkit's two batch paths
+(``tuning.train.neutral_batches``, a PyDataset, and ``tf_data_batches``) against the tf.data pipeline used before
+and against tensors already batched, one-hot and float32 in memory; it prints the ratios.
 """
 
 from __future__ import annotations
@@ -90,36 +91,57 @@ def time_steps(model: Any, x: np.ndarray, y: np.ndarray, *, batch: int, steps: i
             "final_loss": float(hist["loss"][-1]), "final_accuracy": float(hist["accuracy"][-1])}
 
 
-def pipeline_ratio(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Median epoch seconds: ``make_dataset`` (the toolkit's) over an in-memory float32 tf.data set.
-
-    Both feed the same compiled model in alternation (A B A B ...), so drift on a shared machine hits both.
-    """
-    import keras
+def tf_data_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None) -> Any:
+    """The tf.data pipeline the toolkit used before ``tuning.train.make_batches`` (kept here to compare)."""
     import tensorflow as tf
 
-    from tuning.train import make_dataset
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (a, tf.one_hot(b, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def pipeline_ratio(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Median epoch seconds of one compiled model fed four ways, in alternation (A B C D A B C D ...) so drift on
+    a shared machine hits all: the toolkit's neutral batches (a PyDataset over a memory-mapped uint8 file, as
+    JAX and PyTorch trials read the cache), its tf.data batches (TensorFlow trials; same order), the tf.data
+    pipeline it used before (tf's own shuffle), and float32 one-hot tensors cached in memory."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from tuning.train import neutral_batches, tf_data_batches
 
     n = args.batch * args.steps
     x, y = x[:n], y[:n]
-    toolkit = make_dataset(x, y, N_CLASSES, args.batch, shuffle_seed=args.seed)
-    memory = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), one_hot(y))).batch(args.batch).cache()
-    for _ in memory:  # materialise the cache before timing
-        pass
-    model = build(args.model, width=args.width, size=args.size, dense_units=args.dense_units, lr=args.lr,
-                  jit=args.jit, seed=args.seed)
-    model.fit(toolkit, epochs=1, verbose=0)  # compile the train step for both inputs (uint8 and float32)
-    model.fit(memory, epochs=1, verbose=0)
-    times: dict[str, list[float]] = {"toolkit": [], "memory": []}
-    for _ in range(args.epochs):
-        for name, ds in (("toolkit", toolkit), ("memory", memory)):
-            t0 = time.perf_counter()
-            model.fit(ds, epochs=1, verbose=0)
-            times[name].append(time.perf_counter() - t0)
-    del keras
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        mapped = np.load(Path(tmp) / "x.npy", mmap_mode="r")
+        inputs = {
+            "pydataset": neutral_batches(mapped, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
+            "tf_data": tf_data_batches(mapped, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
+            "old_tf_data": tf_data_dataset(x, y, N_CLASSES, args.batch, shuffle_seed=args.seed),
+            "memory": tf.data.Dataset.from_tensor_slices((x.astype(np.float32), one_hot(y))).batch(args.batch).cache(),
+        }
+        for _ in inputs["memory"]:  # materialise the cache before timing
+            pass
+        model = build(args.model, width=args.width, size=args.size, dense_units=args.dense_units, lr=args.lr,
+                      jit=args.jit, seed=args.seed)
+        for ds in inputs.values():  # compile the train step for each input (uint8 and float32)
+            model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        times: dict[str, list[float]] = {name: [] for name in inputs}
+        for _ in range(args.epochs):
+            for name, ds in inputs.items():
+                t0 = time.perf_counter()
+                model.fit(ds, epochs=1, verbose=0, shuffle=False)
+                times[name].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    return {"epoch_s_toolkit": med["toolkit"], "epoch_s_memory": med["memory"],
-            "pipeline_ratio": med["toolkit"] / med["memory"], "epoch_images": n, "timed_epochs": args.epochs}
+    return {**{f"epoch_s_{k}": v for k, v in med.items()},
+            "pydataset_over_tf_data": med["pydataset"] / med["tf_data"],
+            "pydataset_over_old_tf_data": med["pydataset"] / med["old_tf_data"],
+            "tf_data_over_old_tf_data": med["tf_data"] / med["old_tf_data"],
+            "pipeline_ratio": med["tf_data"] / med["memory"], "epoch_images": n, "timed_epochs": args.epochs}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0,
                    help="TensorFlow inter-op threads (the toolkit uses 1 on CPU); 0 leaves the default")
-    p.add_argument("--pipeline", action="store_true", help="time make_dataset vs in-memory tensors (TensorFlow)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="time make_batches vs tf.data vs in-memory tensors (TensorFlow)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per input with --pipeline")
     args = p.parse_args(argv)
 
@@ -156,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                            "device": _device(backend)}
     if args.pipeline:
         if backend != "tensorflow":
-            raise SystemExit("--pipeline times tuning.train.make_dataset, which needs the tensorflow backend")
+            raise SystemExit("--pipeline compares with tf.data, which needs the tensorflow backend")
         row.update(pipeline_ratio(args, x, y))
     else:
         model = build(args.model, width=args.width, size=args.size, dense_units=args.dense_units, lr=args.lr,

@@ -14,7 +14,16 @@ import pytest
 
 from tuning.models import build_model
 from tuning.space import SearchSpace, load_space
-from tuning.train import TrialData, compile_model, earliest_stop, learning_rate, make_dataset, train_trial
+from tuning.train import (
+    TrialData,
+    compile_model,
+    earliest_stop,
+    learning_rate,
+    make_batches,
+    neutral_batches,
+    tf_data_batches,
+    train_trial,
+)
 
 N_CLASSES = 3
 
@@ -148,7 +157,7 @@ def test_earliest_stop_spares_a_cosine_schedule_its_first_two_thirds() -> None:
 
 def _val_metrics(model: Any, data: TrialData, params: dict[str, Any]) -> dict[str, float]:
     x, y, _ = data.split(32, str(params["split"]))["val"]
-    return model.evaluate(make_dataset(x, y, N_CLASSES, 16, shuffle_seed=None), verbose=0, return_dict=True)
+    return model.evaluate(make_batches(x, y, N_CLASSES, 16, shuffle_seed=None), verbose=0, return_dict=True)
 
 
 @pytest.mark.slow
@@ -240,3 +249,42 @@ def test_a_balanced_accuracy_trial_keeps_the_epoch_that_objective_rates_best(
     result.model.save(path)
     loaded = keras.saving.load_model(path)  # safe mode: the metrics are registered classes, not code
     assert np.allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)
+
+
+def _old_tf_data(x: np.ndarray, y: np.ndarray, n_classes: int, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tf.data pipeline the toolkit fed ``fit`` with before (batch, then one-hot), unshuffled, in order."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).map(lambda a, b: (a, tf.one_hot(b, n_classes)))
+    return [(a.numpy(), b.numpy()) for a, b in ds]
+
+
+def test_the_neutral_batches_equal_the_tf_data_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (37, 8, 8, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, 37)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")  # as trials read the cache: memory-mapped
+    rows = np.sort(rng.choice(37, 29, replace=False))  # a split's rows
+    plain = neutral_batches(mapped, y, 3, 8, shuffle_seed=None, indices=rows)
+    reference = _old_tf_data(x[rows], y[rows], 3, 8)
+    assert len(plain) == len(reference) == 4  # the last batch partial, as before
+    for k, (a, b) in enumerate(reference):
+        got_x, got_y = plain[k]
+        assert got_x.dtype == np.uint8 and got_y.dtype == np.float32
+        assert np.array_equal(got_x, a) and np.array_equal(got_y, b)
+    neutral = neutral_batches(mapped, y, 3, 8, shuffle_seed=5, indices=rows)
+    tf_data = tf_data_batches(mapped, y, 3, 8, shuffle_seed=5, indices=rows)
+    again = neutral_batches(mapped, y, 3, 8, shuffle_seed=5, indices=rows)
+    firsts = []
+    for _ in range(2):  # each pass over the tf.data set is the next epoch, as fit runs it
+        batches = [(a.numpy(), b.numpy()) for a, b in tf_data]
+        assert len(batches) == len(neutral) == 4
+        for k, (a, b) in enumerate(batches):
+            assert np.array_equal(neutral[k][0], a) and np.array_equal(neutral[k][1], b)
+            assert np.array_equal(again[k][0], a)  # the same seed, the same order
+        firsts.append(batches[0][0])
+        assert sorted(map(bytes, np.concatenate([a for a, _ in batches]))) == sorted(map(bytes, x[rows]))
+        neutral.on_epoch_end()
+        again.on_epoch_end()
+    assert not np.array_equal(firsts[0], firsts[1])  # reshuffled each epoch

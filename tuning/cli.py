@@ -44,6 +44,8 @@ def _start_keras_quietly() -> None:
     Under ``KERAS_BACKEND=jax`` or ``torch``, or where TensorFlow is not installed, nothing is imported here: the
     formats that need no TensorFlow (.keras, .onnx) then export and predict without it.
     """
+    if "KERAS_BACKEND" not in os.environ and not runtime.installed("tensorflow"):
+        runtime.use_backend(runtime.auto_backend(""))  # a machine without TensorFlow: an installed backend
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         return
     try:
@@ -203,7 +205,7 @@ def data_prepare(dataset: Path, size: int, per_class: int | None, balance: str |
     if group_by is not None:
         parse_group_by(group_by)
     split_shares(preview_split)
-    runtime.load_tensorflow()
+    _start_keras_quietly()
 
     describe, resize = ProgressBar("describe"), ProgressBar(f"prepare {size}px")
 
@@ -619,6 +621,9 @@ def _summary(outcome: Any) -> None:
 @click.option("--precision", default="auto", show_default=True,
               help="auto (mixed_bfloat16 on a CPU with bf16 units, else float32; a resumed study keeps its own), "
                    "float32, mixed_bfloat16 or mixed_float16. Exported models compute in float32.")
+@click.option("--backend", default=None, metavar="auto|tensorflow|jax|torch",
+              help="Keras backend to train on [KERAS_BACKEND, else auto: the package's measured choice for this "
+                   "device and model]; a resumed study keeps its own.")
 @click.option("--tensorboard", is_flag=True,
               help="Write TensorBoard scalars and HParams to runs/<study>/tensorboard/ (needs tuning[tensorboard]).")
 @click.option("--track", "track", multiple=True, metavar="mlflow[:URI]",
@@ -731,7 +736,7 @@ def lr_find(model: str, data_dir: Path, space: str | None, budget: str, preset: 
 @handle_errors
 def report(study: str) -> None:
     """(Re)build runs/<study>/report/index.html from the study folder and its storage."""
-    runtime.load_tensorflow()
+    _start_keras_quietly()
     from tuning.pipeline import study_folder
     from tuning.report import build_report
 
@@ -775,24 +780,29 @@ def dashboard(study: str, host: str, port: int) -> None:
                    "trial:N, or smallest-within:DELTA (the cheapest model by the first cost objective among those "
                    "within DELTA of the best quality, e.g. 0.01 = one point of accuracy).")
 @weights_option
+@click.option("--backend", default=None, metavar="auto|tensorflow|jax|torch",
+              help="Keras backend to retrain on [KERAS_BACKEND, else the study's own].")
 @handle_errors
-def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, pick: str, weights: str | None) -> None:
+def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, pick: str, weights: str | None,
+            backend: str | None) -> None:
     """Retrain the study's best configuration (or the one --pick names; or the --ensemble K best) from scratch,
     test it once, rebuild report and export."""
     from tuning.evaluate import parse_pick
+    from tuning.pipeline import study_folder
+    from tuning.study import read_config
 
-    parse_pick(pick)  # a typo fails before TensorFlow's start-up
-    runtime.load_tensorflow()
+    parse_pick(pick)  # a typo fails before the backend's start-up
+    folder = study_folder(study)
+    config = read_config(folder)  # a missing study fails before the progress line
+    chosen = runtime.requested_backend(backend)
+    runtime.use_backend(config.backend if chosen == "auto" else chosen)  # before anything imports keras
+    runtime.load_backend()
     from tuning.engines.optuna_engine import load_study
     from tuning.evaluate import pick_trial, retrain_study
     from tuning.export import export_study
-    from tuning.pipeline import study_folder
     from tuning.report import build_report
-    from tuning.study import read_config
 
     _quiet_libraries()
-    folder = study_folder(study)
-    config = read_config(folder)  # a missing study or a bad --pick fails before the progress line
     if ensemble > 1 or tta != "none":
         from tuning.evaluate import retrain_members
 
@@ -804,8 +814,8 @@ def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, pick: 
         click.echo(f"Report: {build_report(folder)}")
         click.echo(f"Model:  {export_study(folder).model}")
         return
-    chosen = pick_trial(load_study(config), config, pick)
-    click.echo(f"Retraining {folder} (trial #{chosen.number}, --pick {pick}) on {fit_on} with {seeds} seed(s), "
+    picked = pick_trial(load_study(config), config, pick)  # a bad --pick fails before the progress line
+    click.echo(f"Retraining {folder} (trial #{picked.number}, --pick {pick}) on {fit_on} with {seeds} seed(s), "
                "then one test evaluation each...")
     m = retrain_study(folder, fit_on=fit_on, seeds=seeds, pick=pick, weights=weights)
     low, high = m["accuracy_ci95"]
@@ -1009,7 +1019,7 @@ def models_list() -> None:
 @handle_errors
 def models_show(name: str, size: int, budget: str, plot: Path | None) -> None:
     """Print the layer table and parameter count of model NAME at its space's base values."""
-    runtime.load_tensorflow()
+    _start_keras_quietly()
     from tuning.models import build_model, get_model_fn
     from tuning.models.describe import layer_table
     from tuning.report import plot_architecture

@@ -30,7 +30,7 @@ from tuning.metrics import (
 from tuning.models.describe import layer_table
 from tuning.space import SearchSpace
 from tuning.study import StudyConfig, read_config, study_paths
-from tuning.train import EpochHook, TrialData, make_dataset, train_trial
+from tuning.train import EpochHook, TrialData, make_batches, train_trial
 from tuning.trials import (
     best_first,
     completed,
@@ -93,11 +93,9 @@ class _TrainPlusVal(TrialData):
         super().__init__(base.dataset, seed=base.seed, test_fraction=base.test_fraction)
         self._arrays = base._arrays  # share the arrays already loaded
 
-    def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        views = super().split(image_size, scheme)
-        merged = tuple(np.concatenate([a, b]) for a, b in zip(views["train"], views["val"]))
-        empty = tuple(a[:0] for a in views["val"])
-        return {"train": merged, "val": empty, "test": views["test"]}  # type: ignore[dict-item]
+    def split_rows(self, image_size: int, scheme: str) -> dict[str, np.ndarray]:
+        rows = super().split_rows(image_size, scheme)
+        return {"train": np.concatenate([rows["train"], rows["val"]]), "val": rows["val"][:0], "test": rows["test"]}
 
 
 def best_epoch_count(history: Mapping[str, list[float]], objective: str) -> int:
@@ -283,7 +281,7 @@ def predict_probabilities(model: Any, x: np.ndarray, n_classes: int, *, tta: str
         raise UnknownNameError("--tta value", tta, TTA)
 
     def run(images: np.ndarray) -> np.ndarray:
-        batches = make_dataset(images, np.zeros(len(images), dtype=np.int64), n_classes, 64, shuffle_seed=None)
+        batches = make_batches(images, np.zeros(len(images), dtype=np.int64), n_classes, 64, shuffle_seed=None)
         return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)
 
     probs = run(x)

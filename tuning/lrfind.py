@@ -191,7 +191,7 @@ def find_lr(model_name: str, dataset: Path, space: SearchSpace, *, budget: str, 
 
     from tuning import runtime
     from tuning.models import build_model
-    from tuning.train import TrialData, compile_model, make_dataset
+    from tuning.train import TrialData, compile_model, epoch_order, make_batches
 
     check_options(start, end, steps)
     settings = dict(settings) if settings is not None else runtime.resolve()
@@ -199,8 +199,8 @@ def find_lr(model_name: str, dataset: Path, space: SearchSpace, *, budget: str, 
     params = {**space.resolve({}), "schedule": "constant"}  # the finder sets each batch's rate itself
     data = TrialData.for_space(dataset, space, seed=seed)
     size, batch = int(params["image_size"]), int(params["batch_size"])
-    x, y, _ = data.split(size, str(params["split"]))["train"]
-    if len(x) == 0:
+    rows = data.split_rows(size, str(params["split"]))["train"]
+    if len(rows) == 0:
         raise DataError(f"{dataset}: the training split of {params['split']} is empty; add images")
     schedule = rates(start, end, steps)
     state: dict[str, Any] = {"rates": [], "raw": [], "smoothed": [], "stopped": "end", "stopped_at": None}
@@ -213,7 +213,11 @@ def find_lr(model_name: str, dataset: Path, space: SearchSpace, *, budget: str, 
         model = build_model(model_name, {**params, "augmentation": space.augmentation_for(params)},
                             (size, size, 3), n_classes)
         compile_model(model, {**params, "learning_rate": float(schedule[0])})
-        model.fit(make_dataset(x, y, n_classes, batch, shuffle_seed=seed).repeat(), epochs=1, steps_per_epoch=steps,
+        passes = math.ceil(steps * batch / len(rows))  # the split cycled, each pass in its own shuffled order
+        cycled = np.concatenate([rows[epoch_order(len(rows), seed, k)] for k in range(passes)])
+        arrays = data.arrays(size)
+        model.fit(make_batches(arrays.x, arrays.y, n_classes, batch, shuffle_seed=None, indices=cycled), epochs=1,
+                  steps_per_epoch=steps,
                   verbose=0, callbacks=[_callback(schedule, state)], class_weight=data.class_weight(size),
                   shuffle=False)  # the dataset shuffles itself
         precision = policy.name

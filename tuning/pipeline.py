@@ -62,6 +62,9 @@ class SearchRequest:
     storage: str | None = None
     seed: int = 0
     precision: str = "auto"
+    #: ``tensorflow``, ``jax``, ``torch`` or ``auto`` (``runtime.AUTO_BACKENDS``; a resumed study keeps its own);
+    #: None: ``KERAS_BACKEND`` when set (a notebook that chose one keeps it), else auto.
+    backend: str | None = None
     runs: Path = Path("runs")
     #: ``--track`` specs (``tensorboard``, ``mlflow[:URI]``): trackers that receive every progress event.
     track: tuple[str, ...] = ()
@@ -174,10 +177,11 @@ def _check_request(request: SearchRequest) -> None:
     """Every option that names something, checked before the dataset is read or a file written."""
     from tuning.engines.kerastuner_engine import TUNERS
     from tuning.engines.optuna_engine import PRUNERS, SAMPLERS, check_sampler
-    from tuning.runtime import PRECISIONS
+    from tuning.runtime import PRECISIONS, requested_backend
 
     if request.precision not in PRECISIONS:
         raise UnknownNameError("--precision", request.precision, PRECISIONS)
+    requested_backend(request.backend)
     if request.engine not in ENGINES:
         raise UnknownNameError("engine", request.engine, ENGINES)
     samplers = {"optuna": SAMPLERS, "kerastuner": TUNERS, "staged": (DEFAULT_SAMPLERS["staged"],)}[request.engine]
@@ -249,7 +253,11 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
 
     _check_request(request)
     raw_dir(request.data)
-    settings = dict(settings) if settings is not None else runtime.resolve(precision=request.precision)
+    if settings is None:
+        settings = runtime.resolve(precision=request.precision, backend=choose_backend(request))
+    else:
+        requested = runtime.requested_backend(request.backend)
+        settings = {"backend": "tensorflow" if requested == "auto" else requested, **settings}
     get_model_fn(request.model)
     budget = request.budget if request.budget != "auto" else ("full" if settings["device"] == "gpu" else "quick")
     space, trials, epochs = resolve_space(request, budget, run_finder=run_finder)
@@ -289,6 +297,37 @@ def _resolve(request: SearchRequest, settings: Mapping[str, Any] | None, *, run_
     if old is not None:
         _check_resume(folder, old, config)
     return config, space, folder, budget
+
+
+def choose_backend(request: SearchRequest) -> str:
+    """The backend the search trains on, made the one Keras loads here and in its workers (``runtime.use_backend``);
+    call before anything imports keras.
+
+    Resuming, ``auto`` (and ``KERAS_BACKEND`` alone, set shell-wide) keeps the study's own backend and another
+    explicit one is an error naming both (trials of one study are compared with each other); a new study takes
+    the request, else ``KERAS_BACKEND``, else ``auto`` (``runtime.AUTO_BACKENDS``). The
+    study is looked up where the search will put it (``--budget auto`` guessed from the GPU driver's files, as
+    no backend may be imported yet; the resume check after device detection catches a wrong guess).
+    """
+    from tuning import runtime
+
+    _check_request(request)
+    budget = request.budget if request.budget != "auto" else ("full" if runtime.cuda_present() else "quick")
+    folder = study_folder(request.study or f"{request.model}-{Path(request.data).name}-{budget}", request.runs)
+    old = None
+    if study_paths(folder)["config"].exists():
+        try:
+            old = read_config(folder)
+        except StudyError:
+            old = None  # an unreadable config: the full resolution says so, with its path
+    backend = runtime.requested_backend(request.backend)
+    if old is not None:
+        if request.backend not in (None, "auto", old.backend):  # KERAS_BACKEND alone is ambient: the study wins
+            raise StudyError(_resume_message(folder, "backend", old.backend, request.backend))
+        backend = old.backend
+    elif backend == "auto":
+        backend = runtime.auto_backend(request.model)
+    return runtime.use_backend(backend)
 
 
 def resolve_config(request: SearchRequest, *, settings: Mapping[str, Any] | None = None) -> StudyConfig:
@@ -378,8 +417,9 @@ def _finish_study(folder: Path, dataset: Path, params: dict[str, Any],
     from tuning.report import build_report
     from tuning.train import TrialData
 
-    runtime.load_tensorflow()  # quietly, before anything else imports it
     config = read_config(folder)
+    runtime.use_backend(config.backend)  # the study's, as its workers trained on
+    runtime.load_backend()  # quietly, before anything else imports keras
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
     data = TrialData.for_space(dataset, space, seed=config.seed)
     with runtime.applied(config.runtime):
@@ -454,7 +494,7 @@ RESUME_KEYS = {"model": "--model", "dataset": "--data", "engine": "--engine", "o
                "sampler": "--sampler",
                "pruner": "--pruner", "objective": "--objective", "epochs": "--epochs", "seed": "--seed",
                "repeats": "--repeats", "cv": "--cv", "storage": "--storage", "precision": "--precision",
-               "space": "--space"}
+               "backend": "--backend", "space": "--space"}
 
 
 def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
@@ -464,7 +504,7 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
         raise StudyError(f"{folder} holds a study whose images were split by an earlier version of the toolkit "
                          f"(split version {old.split_version}, now {config.split_version}), so resumed trials would "
                          "be scored on other images; pass --study NEW_NAME for a new study")
-    for key, option in RESUME_KEYS.items():
+    for key in RESUME_KEYS:
         was, now = getattr(old, key), getattr(config, key)
         if was == now:
             continue
@@ -474,15 +514,20 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
             differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
             shown = f"a search space that differs in {', '.join(differ)}"
             hint = "the same --space, --preset and --params"
-        else:
-            shown, hint = f"{key} {_shown(key, was)}, not {_shown(key, now)}", f"{option} {_shown(key, was, bare=True)}"
-        raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
-                         "or pass --study NEW_NAME for a new study")
+            raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
+                             "or pass --study NEW_NAME for a new study")
+        raise StudyError(_resume_message(folder, key, was, now))
     if old.dataset_sha256 and old.dataset_sha256 != config.dataset_sha256:
         raise StudyError(f"{folder}: the images in {config.dataset}/raw (or their groups) changed since the study "
                          "started (content "
                          f"sha256 {old.dataset_sha256[:12]}, now {config.dataset_sha256[:12]}); restore them to "
                          "resume, or pass --study NEW_NAME to search the new data")
+
+
+def _resume_message(folder: Path, key: str, was: Any, now: Any) -> str:
+    """A resume asking for another value of ``key`` than the study has: both values and the option to fix it."""
+    return (f"{folder} holds a study with {key} {_shown(key, was)}, not {_shown(key, now)}; rerun with "
+            f"{RESUME_KEYS[key]} {_shown(key, was, bare=True)} to resume it, or pass --study NEW_NAME for a new study")
 
 
 def _shown(key: str, value: Any, *, bare: bool = False) -> str:

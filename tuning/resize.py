@@ -18,8 +18,10 @@ from keras import ops
 
 
 def _weights(length: Any, size: int) -> Any:
-    """(size, length) float32 rows that average the input pixels under each output pixel's triangle."""
-    # A static side stays a Python int: jax traces every op, and an arange of a traced length has no shape.
+    """(size, length) float32 rows that average the input pixels under each output pixel's triangle.
+
+    ``length`` is a tensor in a TensorFlow graph with unknown image sizes and a Python int under JAX and PyTorch
+    (static shapes): there it stays an int for ``arange``, which JAX cannot trace with a computed length."""
     count = length if isinstance(length, int) else ops.cast(length, "int32")
     length = ops.cast(length, "float32")
     scale = length / size  # input pixels per output pixel

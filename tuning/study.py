@@ -18,7 +18,7 @@ from typing import Any
 from tuning import _io
 from tuning.errors import StudyError
 
-PACKAGES = ("tuning", "tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pillow", "imagehash")
+PACKAGES = ("tuning", "tensorflow", "jax", "torch", "keras", "keras-tuner", "optuna", "numpy", "pillow", "imagehash")
 
 #: Written into config.toml by this version: its relative paths are relative to the study folder. A config
 #: without it was written with paths relative to the directory the search ran in, and is read that way.
@@ -59,6 +59,11 @@ class StudyConfig:
     dataset_sha256: str = ""
     runtime: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        """The Keras backend trials train on (studies written before the option: TensorFlow, the only one)."""
+        return str(self.runtime.get("backend", "tensorflow"))
 
     @property
     def precision(self) -> str:

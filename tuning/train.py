@@ -1,8 +1,9 @@
 """One trial = one function: every engine calls ``train_trial``; nothing else trains.
 
-Data reach ``fit`` through a ``tf.data`` pipeline over the cached uint8 arrays (its epoch time is within 0.3% of
-training on tensors already in memory: BENCHMARKS.md, "Input pipeline"), and every trial starts from a cleared
-Keras session so memory stays flat across a long study.
+Data reach ``fit`` as the same batches on the TensorFlow, JAX and PyTorch backends (``make_batches``: a
+``keras.utils.PyDataset`` over the memory-mapped cache, a tf.data pipeline on TensorFlow, where it is faster),
+and every trial starts from a cleared Keras session so memory stays flat across a long study. What differs per
+backend lives in ``tuning.runtime``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tuning import runtime
 from tuning.data.prepare import Prepared, load_prepared
 from tuning.data.splits import TEST, TRAIN, VAL, assign_folds, assign_splits
 from tuning.errors import DataError, UnknownNameError
@@ -40,6 +42,7 @@ class TrialResult:
     precision: str = "float32"  # the dtype policy it trained under
     #: The study's objective: it decides which epoch is "best" (highest val_accuracy, lowest val_loss).
     objective_name: str = "val_accuracy"
+    backend: str = "tensorflow"  # the Keras backend it trained on
 
     @property
     def epochs(self) -> int:
@@ -109,9 +112,14 @@ class TrialData:
     def split(self, image_size: int, scheme: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``{"train"|"val"|"test": (x, y, ids)}`` for one image size and split scheme."""
         data = self.arrays(image_size)
-        codes = self.codes(data, scheme)
-        return {name: (data.x[codes == c], data.y[codes == c], data.ids[codes == c])
-                for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+        return {name: (data.x[rows], data.y[rows], data.ids[rows])
+                for name, rows in self.split_rows(image_size, scheme).items()}
+
+    def split_rows(self, image_size: int, scheme: str) -> dict[str, np.ndarray]:
+        """``{"train"|"val"|"test": row indices into arrays(image_size)}``: what ``split`` copies, as indices, so
+        training reads its batches from the (memory-mapped) cache instead of a copy of each split."""
+        codes = self.codes(self.arrays(image_size), scheme)
+        return {name: np.flatnonzero(codes == c) for name, c in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
     def codes(self, data: Prepared, scheme: str) -> np.ndarray:
         """TRAIN/VAL/TEST/UNUSED per prepared image for ``scheme`` (or for this view's fold: see ``with_fold``).
@@ -164,15 +172,85 @@ def check_trainable(data: TrialData, space: SearchSpace, *, folds: int = 1) -> N
                 )
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None) -> Any:
-    """Batches of (uint8 image, one-hot label); shuffled each epoch when a seed is given."""
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of ``n`` training images in ``epoch``: a permutation drawn from (seed, epoch) alone, so every
+    backend, every resumed trial and every worker process sees the same batches for a seed."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def make_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
+                 indices: np.ndarray | None = None) -> Any:
+    """Batches of (uint8 image, one-hot float32 label) for ``fit``, ``evaluate`` and ``predict`` on the loaded
+    backend; reshuffled each epoch (``epoch_order``) when a seed is given, the last batch partial; the same
+    images in the same order on every backend. ``indices``: the split's rows of ``x``.
+
+    JAX and PyTorch get ``neutral_batches`` (a PyDataset reading the memory-mapped cache). TensorFlow keeps a
+    tf.data pipeline (``tf_data_batches``): the PyDataset took 1.05x-2.2x the epoch time of tf.data there (11
+    paired runs, VGG16- and AlexNet-style at 64 px, same model and data side by side in one process, 2 shared
+    cores; BENCHMARKS.md "Backends"), since Keras feeds a PyDataset to TensorFlow through a Python generator
+    while tf.data gathers and one-hots in parallel C++. That path copies the split into memory, as before.
+    """
+    import keras
+
+    make = tf_data_batches if keras.config.backend() == "tensorflow" else neutral_batches
+    return make(x, y, n_classes, batch_size, shuffle_seed=shuffle_seed, indices=indices)
+
+
+def neutral_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
+                    indices: np.ndarray | None = None) -> Any:
+    """``make_batches`` as a ``keras.utils.PyDataset``, which ``fit`` takes on every backend.
+
+    ``x`` may be memory-mapped (``load_prepared`` maps the cache): each batch reads its rows, so a trial holds
+    only the batches in flight, not a copy of the split. Scaling and augmentation stay in the model; class
+    weights are ``fit``'s ``class_weight``, which Keras applies to these batches too.
+    """
+    import keras
+
+    rows = np.arange(len(x)) if indices is None else np.asarray(indices)
+    eye = np.eye(n_classes, dtype=np.float32)
+
+    class _Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self.order = rows if shuffle_seed is None else rows[epoch_order(len(rows), shuffle_seed, 0)]
+
+        def __len__(self) -> int:
+            return math.ceil(len(rows) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            take = self.order[index * batch_size:(index + 1) * batch_size]
+            return np.asarray(x[take]), eye[np.asarray(y)[take]]
+
+        def on_epoch_end(self) -> None:
+            if shuffle_seed is not None:
+                self.epoch += 1
+                self.order = rows[epoch_order(len(rows), shuffle_seed, self.epoch)]
+
+    return _Batches()
+
+
+def tf_data_batches(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int, *, shuffle_seed: int | None,
+                    indices: np.ndarray | None = None) -> Any:
+    """``make_batches`` as a tf.data pipeline (TensorFlow only): the split's images copied into one tensor, and
+    each pass over the dataset (``fit`` starts one per epoch) taking the next ``epoch_order``."""
+    import itertools
+
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda a, b: (a, tf.one_hot(b, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    rows = np.arange(len(x)) if indices is None else np.asarray(indices)
+    images = tf.constant(np.asarray(x[rows]))
+    labels = tf.one_hot(tf.constant(np.asarray(y)[rows]), n_classes)
+    epochs = itertools.count()
+
+    def order() -> Any:
+        epoch = next(epochs)
+        yield np.arange(len(rows)) if shuffle_seed is None else epoch_order(len(rows), shuffle_seed, epoch)
+
+    ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec((None,), tf.int64)).unbatch()
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / batch_size)))
+    ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)  # the known length lets fit count steps (a generator's is unknown)
 
 
 def learning_rate(params: Mapping[str, Any], *, epochs: int = 1, steps_per_epoch: int = 1) -> Any:
@@ -232,7 +310,7 @@ def _hook_callback(hook: EpochHook, state: dict[str, Any]) -> Any:
     class _Hook(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
             logs = dict(logs or {})
-            if any(not math.isfinite(v) for v in logs.values()):
+            if runtime.non_finite(logs) is not None:
                 state["failed"] = f"loss became {logs.get('loss')} at epoch {epoch + 1}"
                 self.model.stop_training = True
             elif hook(epoch, logs):
@@ -344,7 +422,8 @@ def train_trial(
     keras.utils.set_random_seed(seed)
     params = dict(params)
     size = int(params["image_size"])
-    views = data.split(size, str(params["split"]))
+    rows = data.split_rows(size, str(params["split"]))
+    arrays = data.arrays(size)
     n_classes = len(data.classes)
     state: dict[str, Any] = {}
     callbacks = [_hook_callback(lambda e, logs: any(h(e, logs) for h in hooks), state)]
@@ -364,7 +443,7 @@ def train_trial(
             return TrialResult(params, "failed", reason=f"model cannot be built: {str(exc).splitlines()[0][:200]}",
                                objective_name=objective)
         batch = int(params["batch_size"])
-        steps = math.ceil(len(views["train"][0]) / batch)
+        steps = math.ceil(len(rows["train"]) / batch)
         history: dict[str, list[Any]] = {}
         first = 0
         for last, phase_params, how in fit_phases(model, params, epochs):
@@ -372,10 +451,11 @@ def train_trial(
                 unfreeze(model, model_name, how)  # then recompiled, so the optimiser sees the new weights
             compile_model(model, phase_params, epochs=last - first, steps_per_epoch=steps)
             logs = model.fit(
-                make_dataset(*views["train"][:2], n_classes, batch, shuffle_seed=seed),
-                validation_data=make_dataset(*views["val"][:2], n_classes, batch, shuffle_seed=None),
+                make_batches(arrays.x, arrays.y, n_classes, batch, shuffle_seed=seed, indices=rows["train"]),
+                validation_data=make_batches(arrays.x, arrays.y, n_classes, batch, shuffle_seed=None,
+                                             indices=rows["val"]),
                 initial_epoch=first, epochs=last, verbose=0, callbacks=callbacks,  # epochs count on across phases
-                shuffle=False, class_weight=data.class_weight(size),  # the dataset shuffles itself
+                shuffle=False, class_weight=data.class_weight(size),  # the batches shuffle themselves
             ).history
             for key, values in logs.items():
                 history.setdefault(key, []).extend(values)
@@ -384,19 +464,17 @@ def train_trial(
                 break
         if keeper is not None:
             keeper.restore_best()
-    except (MemoryError, _resource_exhausted()) as exc:
+    except runtime.out_of_memory_errors() as exc:
+        if not runtime.is_out_of_memory(exc):
+            raise
         return TrialResult(params, "failed", reason=f"out of memory: {str(exc).splitlines()[0][:200]}",
                            seconds=time.perf_counter() - start, objective_name=objective)
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     seconds = time.perf_counter() - start
     status: TrialStatus = "failed" if "failed" in state else "pruned" if state.get("pruned") else "complete"
     result = TrialResult(params, status, history, seconds, state.get("failed", ""),
-                         model if keep_model and status == "complete" else None, policy.name, objective)
+                         model if keep_model and status == "complete" else None, policy.name, objective,
+                         str(keras.config.backend()))
     del model
     return result
 
-
-def _resource_exhausted() -> type[BaseException]:
-    import tensorflow as tf
-
-    return tf.errors.ResourceExhaustedError

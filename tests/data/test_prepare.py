@@ -83,6 +83,15 @@ def test_prepare_balances_classes_and_caches_rgb_uint8(messy: Path) -> None:
     assert len(set(data.ids.tolist())) == 16
 
 
+def test_the_cached_images_are_memory_mapped_read_only(messy: Path) -> None:
+    data = load_prepared(messy, 16)
+    assert isinstance(data.x, np.memmap) and not data.x.flags.writeable  # trials read batches, not the whole file
+    with np.load(cache_path(messy, 16)) as npz:
+        assert np.array_equal(data.x, npz["x"]) and data.x.dtype == np.uint8
+    np.savez_compressed(cache_path(messy, 16), **dict(np.load(cache_path(messy, 16))))  # a compressed cache
+    assert not isinstance(load_prepared(messy, 16).x, np.memmap)  # still read, just not mapped
+
+
 def test_cache_is_reused_until_the_raw_files_change(messy: Path) -> None:
     load_prepared(messy, 16)
     stamp = cache_path(messy, 16).stat().st_mtime_ns

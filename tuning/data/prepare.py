@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -302,10 +303,36 @@ def load_prepared(
 
 
 def _read_cache(path: Path, size: int) -> Prepared:
+    """The cache's arrays; the images memory-mapped (read-only) where the file stores them uncompressed, as
+    ``prepare`` writes them, so a trial's memory holds the batches it reads, not the whole dataset."""
+    mapped = _mapped_member(path, "x")
     with np.load(path) as npz:
         sources = npz["source_groups"] if "source_groups" in npz.files else None  # older caches: none
-        return Prepared(npz["x"], npz["y"].astype(np.int64), npz["ids"], npz["groups"],
+        return Prepared(npz["x"] if mapped is None else mapped, npz["y"].astype(np.int64), npz["ids"], npz["groups"],
                         tuple(npz["classes"].tolist()), size, tuple(float(w) for w in npz["class_weights"]), sources)
+
+
+def _mapped_member(path: Path, name: str) -> np.ndarray | None:
+    """The npz member ``name`` memory-mapped read-only (``np.load``'s ``mmap_mode`` ignores npz files, but an
+    uncompressed member is a plain .npy at an offset); None when it is compressed or not a plain array."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: damaged zip header of {name}.npy")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
 
 
 def _newest_cache(dataset: Path) -> tuple[list[Any], tuple[float, ...]] | None:

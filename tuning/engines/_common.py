@@ -89,6 +89,7 @@ class TrialRunner:
         _io.write_json(self.trials_dir / str(key) / "history.json", {
             "params": dict(params), "status": outcome.status, "value": outcome.value, "spread": outcome.spread,
             "reason": outcome.reason, "seconds": outcome.seconds, "precision": results[0].precision,
+            "backend": results[0].backend,
             "history": results[0].history, "repeats": [r.history for r in results[1:]], "values": values,
             "folds": self.config.cv, **({"costs": outcome.costs} if outcome.costs else {}),
         })

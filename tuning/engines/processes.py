@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuning.engines import OnEvent
+from tuning.engines import OnEvent, TrialLimitReached
 from tuning.errors import StudyError, ToolkitError
 
 DONE, ERROR = "engine_done", "engine_error"
@@ -32,7 +32,9 @@ def run_workers(folder: Path, *, data_dir: Path, workers: int, per_process: int,
     """
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow state is not forkable
+    # A fresh interpreter: TensorFlow (and CUDA) state is not forkable. It inherits os.environ, KERAS_BACKEND
+    # included (pipeline.choose_backend set it), and _child makes the study's backend the one it loads.
+    context = multiprocessing.get_context("spawn")
     events = context.Queue()
     limit = per_process or None
 
@@ -93,18 +95,20 @@ def _child(folder: Path, data_dir: Path, slot: int, limit: int | None, first_tri
            events: Any) -> None:
     """One worker process: trials until the study is complete or ``limit`` is reached."""
     _die_with_parent()
-    import optuna
-
     from tuning import runtime
-    from tuning.engines import TrialLimitReached, run_engine
-    from tuning.space import SearchSpace
     from tuning.study import read_config, study_paths
-    from tuning.train import TrialData
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    runtime.load_tensorflow()  # quietly, before anything else imports it
     try:
         config = read_config(folder)
+        runtime.use_backend(config.backend)  # the study's, whatever this process's environment said
+        runtime.load_backend()  # quietly, before anything else imports keras
+        import optuna
+
+        from tuning.engines import run_engine
+        from tuning.space import SearchSpace
+        from tuning.train import TrialData
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
         runtime.apply(config.runtime)
         data = TrialData.for_space(data_dir, space, seed=config.seed)
