@@ -514,9 +514,10 @@ def _check_resume(folder: Path, old: StudyConfig, config: StudyConfig) -> None:
             differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
             shown = f"a search space that differs in {', '.join(differ)}"
             hint = "the same --space, --preset and --params"
-            raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
-                             "or pass --study NEW_NAME for a new study")
-        raise StudyError(_resume_message(folder, key, was, now))
+        else:
+            raise StudyError(_resume_message(folder, key, was, now))
+        raise StudyError(f"{folder} holds a study with {shown}; rerun with {hint} to resume it, "
+                         "or pass --study NEW_NAME for a new study")
     if old.dataset_sha256 and old.dataset_sha256 != config.dataset_sha256:
         raise StudyError(f"{folder}: the images in {config.dataset}/raw (or their groups) changed since the study "
                          "started (content "
