@@ -114,11 +114,17 @@ def weights_file(model_name: str, weights: str) -> str | None:
     cached = folder / spec.file
     if cached.is_file():
         return str(cached)
-    try:
-        return str(keras.utils.get_file(spec.file, spec.url, cache_subdir="models", cache_dir=str(folder.parent),
-                                        file_hash=spec.md5))
+    import contextlib
+    import io
+
+    try:  # Keras prints "Downloading data from URL" and a progress bar: the error below says all of it
+        with contextlib.redirect_stdout(io.StringIO()):
+            return str(keras.utils.get_file(spec.file, spec.url, cache_subdir="models", cache_dir=str(folder.parent),
+                                            file_hash=spec.md5))
     except Exception as exc:  # noqa: BLE001 - Keras raises a bare Exception for every network failure
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        text = str(exc)
+        reason = ("no network" if "URL fetch failure" in text or "HTTP" in text
+                  else text.splitlines()[0][:120] if text else type(exc).__name__)
         raise WeightsError(f"{model_name}: the ImageNet weights {spec.file} are not in {folder} and could not be "
                            f"downloaded ({reason}); fetch {spec.url} into {folder}, or pass --weights PATH to that "
                            "file (--weights none trains from scratch)") from None
