@@ -155,3 +155,16 @@ def test_non_finite_names_the_first_diverged_metric() -> None:
     assert runtime.non_finite({"accuracy": 0.9, "loss": math.nan}) == "loss"
     assert runtime.non_finite({"loss": math.inf}) == "loss"
     assert runtime.non_finite({"note": "text", "loss": 1.0}) is None
+
+
+def test_several_visible_gpus_are_dealt_to_workers_one_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--workers N`` on N GPUs: worker k sees GPU k (round robin beyond N); one GPU or none: nothing is set."""
+    from tuning.runtime import visible_gpus, worker_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 7,4")
+    assert visible_gpus() == ["2", "7", "4"]
+    assert [worker_gpu(k, visible_gpus()) for k in range(4)] == ["2", "7", "4", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert worker_gpu(1, visible_gpus()) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # the user hid every GPU
+    assert visible_gpus() == [] and worker_gpu(0, []) is None

@@ -129,6 +129,22 @@ def cuda_present() -> bool:
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs worker processes may be given, without importing a backend: ``CUDA_VISIBLE_DEVICES`` as the user
+    set it, else one index per GPU the NVIDIA driver lists (``/proc/driver/nvidia/gpus``); empty on a CPU."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return [str(i) for i in range(len(list(gpus.iterdir())))] if gpus.is_dir() else []
+
+
+def worker_gpu(slot: int, gpus: list[str]) -> str | None:
+    """The GPU of worker ``slot`` (``--workers N`` on a machine with several GPUs: one each, round robin when
+    there are more workers than GPUs); None with fewer than two, where every worker shares what it sees."""
+    return gpus[slot % len(gpus)] if len(gpus) > 1 else None
+
+
 def auto_backend(model: str) -> str:
     """``--backend auto``: the first installed backend of ``AUTO_BACKENDS`` for this device kind and model.
 

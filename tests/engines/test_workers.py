@@ -41,6 +41,22 @@ def test_two_local_workers_finish_exactly_n_trials(
     assert not [t for t in trials if t.state.name == "RUNNING"]
 
 
+def test_workers_on_a_machine_with_several_gpus_each_get_their_own(
+    tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--workers 2`` where two GPUs are visible: each worker process sees one (CUDA_VISIBLE_DEVICES), all on
+    one study; the parent's own setting is left as it was. (On this CPU the indices name no device: the
+    assignment is what is tested, and the trials still train.)"""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    request = SearchRequest(model="alexnet", data=tiny_dataset, space=str(tiny_space("alexnet")), budget="quick",
+                            trials=4, epochs=1, study=str(tmp_path / "gpus"), pruner="none", workers=2)
+    outcome = run_search(request, on_event=lambda e: None)
+    finished = [t for t in _study(outcome.folder).get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    seen = {t.user_attrs["worker"]["pid"]: t.user_attrs["worker"]["gpus"] for t in finished}
+    assert sorted(seen.values()) == ["3", "5"]  # two processes, one GPU each
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+
+
 def test_a_worker_killed_mid_trial_is_failed_and_rerun_on_restart(
     tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path: Path
 ) -> None:

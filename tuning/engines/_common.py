@@ -44,7 +44,8 @@ class Outcome:
 
 
 def worker_id() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Who trains the trial: host, process and the GPUs it sees (one each under ``--workers N`` on N GPUs)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
 class TrialRunner:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tuning import runtime
 from tuning.engines import OnEvent, TrialLimitReached
 from tuning.errors import StudyError, ToolkitError
 
@@ -38,9 +39,22 @@ def run_workers(folder: Path, *, data_dir: Path, workers: int, per_process: int,
     events = context.Queue()
     limit = per_process or None
 
+    gpus = runtime.visible_gpus()
+
     def spawn(slot: int) -> Any:
         process = context.Process(target=_child, args=(folder, data_dir, slot, limit, first_trial, events), daemon=True)
-        process.start()
+        gpu = runtime.worker_gpu(slot, gpus)  # several GPUs: each worker sees its own (spawn copies os.environ)
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        try:
+            process.start()
+        finally:
+            if gpu is not None:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
         return process
 
     children = {slot: spawn(slot) for slot in range(workers)}
