@@ -39,14 +39,11 @@ def call_in_fresh_process(fn: Callable[..., T], /, *args: Any, **kwargs: Any) ->
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    import os
-
     from tuning import runtime
 
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and runtime.installed("tensorflow"):
-        runtime.load_tensorflow()  # its C++ start-up notices hidden, before the call's first import prints them
-    try:
-        return ("ok", fn(*args, **kwargs))
+    try:  # the backend's C++ start-up notices hidden wherever the call first imports it; errors come back below
+        with runtime.stderr_hidden():
+            return ("ok", fn(*args, **kwargs))
     except ToolkitError as exc:  # sent as (class name, message): not every subclass unpickles from its message
         return ("error", type(exc).__name__, str(exc))
 

@@ -76,11 +76,11 @@ def latency_ms(network: Any, image_size: int, *, runs: int = LATENCY_RUNS) -> fl
 def _tflite_runner(network: Any, signature: list[Any], work: Path) -> Callable[[Any], Any]:
     import tensorflow as tf
 
-    from tuning.runtime import _stderr_hidden
+    from tuning.runtime import stderr_hidden
 
     network.export(work / "savedmodel", format="tf_saved_model", verbose=False, input_signature=signature)
     content = tf.lite.TFLiteConverter.from_saved_model(str(work / "savedmodel")).convert()
-    with _stderr_hidden():  # TFLite's C++ notice that it uses its XNNPACK CPU delegate, once per process
+    with stderr_hidden():  # TFLite's C++ notice that it uses its XNNPACK CPU delegate, once per process
         interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
         interpreter.allocate_tensors()
     index = interpreter.get_input_details()[0]["index"]

@@ -64,7 +64,7 @@ def rss_mb() -> float:
 
 
 @contextmanager
-def _stderr_hidden() -> Iterator[None]:
+def stderr_hidden() -> Iterator[None]:
     """Hide file descriptor 2 for a moment: TensorFlow's C++ start-up prints notices (oneDNN, no CUDA driver)
     before its log settings apply, and no environment variable silences them. Exceptions still propagate."""
     sys.stderr.flush()
@@ -81,7 +81,7 @@ def _stderr_hidden() -> Iterator[None]:
 def load_tensorflow() -> bool:
     """Import TensorFlow and let it find its devices with the C++ notices hidden (both print them); commands
     that need TensorFlow call this first. True when it sees a GPU."""
-    with _stderr_hidden():
+    with stderr_hidden():
         import tensorflow as tf
 
         return bool(tf.config.list_physical_devices("GPU"))
@@ -188,7 +188,7 @@ def load_backend() -> str:
     backend = loaded_backend() or os.environ.get("KERAS_BACKEND") or "tensorflow"
     if backend == "tensorflow":
         load_tensorflow()
-    with _stderr_hidden():
+    with stderr_hidden():
         import keras
 
     return str(keras.config.backend())
