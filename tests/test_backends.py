@@ -79,14 +79,17 @@ def no_tensorflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def flows(tiny_dataset: Path, tiny_space: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory,
           no_tensorflow: Path) -> dict[str, Path]:
     """One tiny study per installed non-TensorFlow backend, trained in a worker process (the default
-    --trials-per-process), each made by its own ``tuning search`` with only ``KERAS_BACKEND`` set; the PyTorch
-    one with ``import tensorflow`` made impossible, in the command and its workers."""
+    --trials-per-process), each made by its own ``tuning search``: JAX asked for with ``--backend jax`` alone
+    (no KERAS_BACKEND: the checking child must not import keras before choosing), PyTorch with only
+    ``KERAS_BACKEND`` set and ``import tensorflow`` made impossible, in the command and its workers."""
     out = {}
     for backend in OTHER_BACKENDS:
         if not runtime.installed(backend):
             continue
         cwd = tmp_path_factory.mktemp(f"flow-{backend}")
-        done = _tuning(_search_args(tiny_dataset, tiny_space("alexnet"), "s"), cwd, backend=backend,
+        by_flag = backend == "jax"
+        args = _search_args(tiny_dataset, tiny_space("alexnet"), "s") + (["--backend", backend] if by_flag else [])
+        done = _tuning(args, cwd, backend=None if by_flag else backend,
                        pythonpath=(no_tensorflow,) if backend == "torch" else ())
         assert done.returncode == 0, done.stderr[-3000:]
         out[backend] = cwd

@@ -398,10 +398,10 @@ def _precheck(request: SearchRequest) -> None:
 def _resolve_and_check(request: SearchRequest) -> tuple[StudyConfig, SearchSpace, Path, str]:
     """``_resolve`` (an LR range test too, when asked), then the data checked against the space: a class missing
     from a split or fold is refused before the folder is made (a missing cache is built on the way)."""
+    config, space, folder, budget = _resolve(request, None, run_finder=True)  # chooses the backend: keras after
     from tuning.models.backbones import check_study_weights
     from tuning.train import TrialData, check_trainable
 
-    config, space, folder, budget = _resolve(request, None, run_finder=True)
     check_trainable(TrialData.for_space(request.data, space, seed=request.seed), space, folds=config.cv)
     check_study_weights(config.model, space)  # a backbone's weights at hand (downloaded now) and fitting it
     return config, space, folder, budget
