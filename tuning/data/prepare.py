@@ -36,7 +36,7 @@ CACHE_VERSION = 3
 #: How ``prepare`` evens out the classes: drop images down to the smallest class, or keep all and weight them.
 BALANCE_MODES = ("undersample", "weights")
 #: Keep every image and weight the loss (benchmarks/recipes.py, docs/recipes.md: on the posters the default quick
-#: search reached test balanced accuracy 0.598 with weights against 0.520 undersampled to 732 images, same test
+#: search reached test balanced accuracy 0.598 with weights against 0.520 undersampled (621 images), same test
 #: images). ``--per-class`` asks for a size per class, so alone it means undersampling.
 DEFAULT_BALANCE = "weights"
 
