@@ -797,27 +797,25 @@ def retrain(study: str, fit_on: str, seeds: int, ensemble: int, tta: str, pick: 
     chosen = runtime.requested_backend(backend)
     runtime.use_backend(config.backend if chosen == "auto" else chosen)  # before anything imports keras
     runtime.load_backend()
-    from tuning.engines.optuna_engine import load_study
-    from tuning.evaluate import pick_trial, retrain_study
+    from tuning.evaluate import retrain_members, retrain_study
     from tuning.export import export_study
     from tuning.report import build_report
 
     _quiet_libraries()
+    # the trials it trains, checked (a bad --pick, too few trials, a missing weights file) before the progress line
+    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on, weights=weights,
+                              pick=pick)
     if ensemble > 1 or tta != "none":
-        from tuning.evaluate import retrain_members
-
-        trials = ", ".join(f"#{m.trial}" for m in retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds,
-                                                                  fit_on=fit_on, weights=weights, pick=pick))
-        click.echo(f"Retraining {folder}: trial(s) {trials} on {fit_on}, test-time augmentation {tta}, then one "
-                   "test evaluation...")
-        _ensemble_summary(retrain_study(folder, fit_on=fit_on, ensemble=ensemble, tta=tta, weights=weights))
+        click.echo(f"Retraining {folder}: trial(s) {', '.join(f'#{m.trial}' for m in members)} on {fit_on}, "
+                   f"test-time augmentation {tta}, then one test evaluation...")
+        _ensemble_summary(retrain_study(folder, fit_on=fit_on, ensemble=ensemble, tta=tta, weights=weights,
+                                        members=members))
         click.echo(f"Report: {build_report(folder)}")
         click.echo(f"Model:  {export_study(folder).model}")
         return
-    picked = pick_trial(load_study(config), config, pick)  # a bad --pick fails before the progress line
-    click.echo(f"Retraining {folder} (trial #{picked.number}, --pick {pick}) on {fit_on} with {seeds} seed(s), "
+    click.echo(f"Retraining {folder} (trial #{members[0].trial}, --pick {pick}) on {fit_on} with {seeds} seed(s), "
                "then one test evaluation each...")
-    m = retrain_study(folder, fit_on=fit_on, seeds=seeds, pick=pick, weights=weights)
+    m = retrain_study(folder, fit_on=fit_on, seeds=seeds, pick=pick, weights=weights, members=members)
     low, high = m["accuracy_ci95"]
     click.echo(f"Test accuracy {m['accuracy']:.3f} (95% Wilson CI {low:.3f}-{high:.3f}, n={m['n']}), balanced "
                f"accuracy {m['balanced_accuracy']:.3f}, macro ROC-AUC {m['roc_auc_macro']:.3f}")

@@ -465,18 +465,20 @@ def retrain_members(folder: Path, *, ensemble: int = 1, tta: str = "none", seeds
 
 def retrain_study(folder: Path, *, fit_on: str = "train", seeds: int = 1, ensemble: int = 1, tta: str = "none",
                   hooks: list[EpochHook] | None = None, weights: str | None = None,
-                  pick: str = "best") -> dict[str, Any]:
+                  pick: str = "best", members: Sequence[Member] | None = None) -> dict[str, Any]:
     """``tuning retrain``: the finished study's best trial (or the one ``pick`` names, see ``pick_trial``)
     retrained and tested again, from its folder alone.
 
     With ``ensemble`` > 1 or ``tta="flip"`` the members of ``retrain_members`` go to ``retrain_ensemble``
-    instead, and its metrics come back.
+    instead, and its metrics come back. ``members``: what ``retrain_members`` already answered for these
+    options (the CLI shows them first), so the storage is not read and the weights not checked twice.
     """
     from tuning import runtime
 
     folder = Path(folder)
-    members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on, weights=weights,
-                              pick=pick)
+    if members is None:
+        members = retrain_members(folder, ensemble=ensemble, tta=tta, seeds=seeds, fit_on=fit_on, weights=weights,
+                                  pick=pick)
     config = read_config(folder)
     space = SearchSpace.from_dict(config.space, source=str(study_paths(folder)["config"]))
     if weights is not None:
