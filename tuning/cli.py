@@ -41,8 +41,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _start_keras_quietly() -> None:
     """Import TensorFlow with its start-up notices hidden when Keras will run on it (its default backend).
 
-    Under ``KERAS_BACKEND=jax`` or ``torch``, or where TensorFlow is not installed, nothing is imported here: the
-    formats that need no TensorFlow (.keras, .onnx) then export and predict without it.
+    Under ``KERAS_BACKEND=jax`` or ``torch`` nothing is imported here; where TensorFlow is not installed and no
+    backend is named, an installed one is chosen (``runtime.auto_backend``). The formats that need no
+    TensorFlow (.keras, .onnx) then export and predict without it.
     """
     if "KERAS_BACKEND" not in os.environ and not runtime.installed("tensorflow"):
         runtime.use_backend(runtime.auto_backend(""))  # a machine without TensorFlow: an installed backend
