@@ -32,7 +32,7 @@ def call_in_fresh_process(fn: Callable[..., T], /, *args: Any, **kwargs: Any) ->
             outcome = pool.submit(_call, fn, args, kwargs).result()
         except BrokenProcessPool:
             raise StudyError(f"the child process running {fn.__name__} died before it finished (killed, perhaps "
-                             "for memory); see the messages above") from None
+                             "for memory: the kernel log, dmesg, says); rerun, or free memory first") from None
     if outcome[0] == "error":
         raise _rebuilt(outcome[1], outcome[2])
     return outcome[1]
